@@ -22,6 +22,8 @@ if sys.version_info >= (3, 10):
 else:  # pragma: no cover
     from importlib_metadata import entry_points
 
+from uvq_int8.errors import UserError
+
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "uvq.backends"
@@ -116,7 +118,7 @@ INT8_STATIC = _uniform("int8-static", "Calibrated full-integer int8 backbones (f
 BUILTIN_ORDER = ("float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static")
 
 
-class UnknownBackendError(LookupError):
+class UnknownBackendError(UserError):
     pass
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from uvq_int8.errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -28,7 +30,7 @@ KEYS = ("backend", "model_dir", "threads")
 _ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     pass
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uvq_int8 import frames as _frames
+from uvq_int8.errors import UserError
 
 NETS = ("content", "distortion", "aggregation")
 BN_EPS = 1e-3
@@ -254,7 +255,7 @@ EXPORTS = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the net."""
 
 
