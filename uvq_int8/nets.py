@@ -259,20 +259,20 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the net."""
 
 
-def state_dict_mismatches(model: nn.Module, state: dict, limit: int = 5) -> list[str]:
-    """Human-readable differences between a model's keys/shapes and a state dict."""
+def state_dict_mismatches(model: nn.Module, state: dict, per_kind: int = 3) -> list[str]:
+    """The first few missing, unexpected and wrongly shaped keys, with counts."""
     own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint shape {list(state[k].shape)}, expected {list(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     problems: list[str] = []
-    for key in own:
-        if key not in state:
-            problems.append(f"missing key {key}")
-        elif tuple(state[key].shape) != tuple(own[key].shape):
-            problems.append(
-                f"{key}: checkpoint shape {list(state[key].shape)}, expected {list(own[key].shape)}")
-    for key in state:
-        if key not in own:
-            problems.append(f"unexpected key {key}")
-    return problems[:limit] if limit else problems
+    for label, items in (("missing key", missing), ("unexpected key", unexpected),
+                         ("wrong shape", shapes)):
+        problems += [f"{label} {item}" for item in items[:per_kind]]
+        if len(items) > per_kind:
+            problems.append(f"... {len(items) - per_kind} more {label}s")
+    return problems
 
 
 def load_core(net: str, checkpoint: str | Path) -> nn.Module:

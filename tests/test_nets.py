@@ -1,0 +1,109 @@
+"""Our PyTorch nets against upstream's layout and golden numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from uvq_int8 import frames as F  # noqa: E402
+from uvq_int8 import nets  # noqa: E402
+from uvq_int8.errors import UserError  # noqa: E402
+
+CKPT = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",
+        "aggregation": "aggregation_net.pth"}
+
+
+@pytest.fixture(scope="module")
+def cores(reference_dir):
+    torch.set_num_threads(2)
+    return {net: nets.load_core(net, reference_dir / name) for net, name in CKPT.items()}
+
+
+@pytest.fixture(scope="module")
+def golden_run(cores, golden_frames):
+    # Same batch of two frames and the same float64 [-1,1] mapping as the goldens.
+    x = ((golden_frames["frames_uint8"] / 255.0 - 0.5) * 2).astype(np.float32)
+    pipeline = nets.UVQ1p5Torch(cores["content"], cores["distortion"], cores["aggregation"])
+    content, distortion = pipeline.features(x)
+    return content.numpy(), distortion.numpy(), pipeline.logits(content, distortion).numpy()
+
+
+@pytest.mark.parametrize("net", list(CKPT))
+def test_state_dict_layout_matches_upstream_exactly(reference_dir, net):
+    expected = json.loads((reference_dir / "state_dict_layout.json").read_text())[f"{net}_net"]
+    got = [[k, shape, dtype] for k, shape, dtype in nets.layout(nets.CORES[net]())]
+    assert got == expected
+
+
+def test_golden_content_features(golden_run, golden_frames):
+    assert np.abs(golden_run[0] - golden_frames["content_features"]).max() < 1e-4
+
+
+def test_golden_distortion_features(golden_run, golden_frames):
+    assert np.abs(golden_run[1] - golden_frames["distortion_features"]).max() < 1e-4
+
+
+def test_golden_logits_and_scores(golden_run, golden_frames):
+    logits = golden_run[2]
+    assert np.abs(logits - golden_frames["logits"]).max() < 1e-4
+    scores = nets.logit_to_score(torch.from_numpy(logits)).numpy()
+    assert np.abs(scores - golden_frames["scores"]).max() < 1e-5
+
+
+@pytest.mark.parametrize("video", ["sample_landscape", "sample_portrait"])
+def test_per_frame_features_of_sample_videos(cores, reference_dir, video):
+    golden = np.load(reference_dir / f"{video}.golden.npz")
+    pipeline = nets.UVQ1p5Torch(cores["content"], cores["distortion"], cores["aggregation"])
+    # Two frames are enough to catch a layout or tiling error; all would be slow.
+    x = F.to_unit_range(golden["frames_uint8"][:2])
+    content, distortion = pipeline.features(x)
+    assert np.abs(content.numpy() - golden["content_features"][:2]).max() < 1e-4
+    assert np.abs(distortion.numpy() - golden["distortion_features"][:2]).max() < 1e-4
+    logits = pipeline.logits(content, distortion).numpy().ravel()
+    assert np.abs(logits - golden["per_frame_logits"][:2]).max() < 1e-4
+
+
+def test_export_wrappers_match_the_core_pipeline(cores, golden_frames):
+    frame = golden_frames["frames_uint8"][1]
+    content_in, patches = F.net_inputs(frame)
+    with torch.inference_mode():
+        c = nets.export_module("content", cores["content"])(torch.from_numpy(content_in))
+        d = nets.export_module("distortion", cores["distortion"])(torch.from_numpy(patches))
+        score, logit = nets.export_module("aggregation", cores["aggregation"])(c, d)
+    assert tuple(c.shape) == (1, 8, 8, 128) and tuple(d.shape) == (1, 24, 24, 128)
+    assert np.abs(c.numpy()[0] - golden_frames["content_features"][1]).max() < 1e-4
+    assert np.abs(d.numpy()[0] - golden_frames["distortion_features"][1]).max() < 1e-4
+    assert abs(float(logit) - float(golden_frames["logits"][1, 0])) < 1e-4
+    assert abs(float(score) - float(golden_frames["scores"][1, 0])) < 1e-5
+
+
+def test_tiling_puts_patch_rows_first():
+    # Patch k holds the constant k: the tiled grid must read 0 1 2 / 3 4 5 / 6 7 8.
+    patches = torch.arange(9, dtype=torch.float32).reshape(9, 1, 1, 1).expand(9, 8, 8, 2)
+    grid = nets.tile_patch_features(patches)[0, ::8, ::8, 0]
+    assert grid.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert np.array_equal(F.tile_patch_features(patches.numpy()), grid.new_tensor(
+        nets.tile_patch_features(patches).numpy()).numpy())
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(UserError, match=str(tmp_path / "nope.pth")):
+        nets.load_core("content", tmp_path / "nope.pth")
+
+
+def test_wrong_checkpoint_lists_first_mismatches(reference_dir):
+    with pytest.raises(UserError) as err:
+        nets.load_core("aggregation", reference_dir / "content_net_proxy.pth")
+    message = str(err.value)
+    assert "missing key conv1.weight" in message and "unexpected key features.0.0.conv.weight" in message
+
+
+def test_same_padding_matches_tensorflow():
+    assert nets.same_padding(256, 3, 2) == (0, 1)
+    assert nets.same_padding(360, 3, 2) == (0, 1)
+    assert nets.same_padding(45, 5, 2) == (2, 2)
+    assert nets.same_padding(8, 2, 1) == (0, 1)

@@ -1,0 +1,155 @@
+"""``uvq``: upstream ``uvq_inference.py``'s interface on the TFLite backends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from uvq_int8 import config as _config
+from uvq_int8 import runtime
+from uvq_int8.errors import UserError
+from uvq_int8.scoring import ScoreOptions, score_video
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="uvq",
+        description="Score video quality with UVQ 1.5 (1 = bad ... 5 = excellent) on TFLite "
+                    "models. Same interface as upstream uvq_inference.py, plus backend choice.",
+        epilog="Backend, model directory and threads follow one precedence chain: flag, then "
+               "UVQ_BACKEND / UVQ_MODEL_DIR / UVQ_THREADS, then the TOML file named by "
+               "UVQ_CONFIG (or ~/.config/uvq/config.toml), then defaults. "
+               "'uvq-int8 config' shows the effective values.")
+    p.add_argument("input", help="a video file, or a .txt file with one video path per line "
+                                 "(batch mode; needs --output)")
+    p.add_argument("--backend", help="backend name (see 'uvq-int8 backends') or a per-net mix "
+                                     "like content=fp16,distortion=int8-static,aggregation=float32")
+    p.add_argument("--model-dir", "--model_dir", dest="model_dir",
+                   help="directory holding the backend's .tflite files and manifest.json")
+    p.add_argument("--threads", type=int, help="interpreter threads per net")
+    p.add_argument("--transpose", action="store_true",
+                   help="rotate the video 90 degrees before scoring (portrait videos are "
+                        "detected and rotated automatically)")
+    p.add_argument("--no-auto-transpose", action="store_true",
+                   help="do not rotate portrait videos automatically")
+    p.add_argument("--fps", type=int, default=1,
+                   help="frames per second to sample; -1 scores every frame (default 1)")
+    p.add_argument("--output", default="",
+                   help="single video: write the JSON stats here; batch: write 'video,score' "
+                        "lines here (required)")
+    p.add_argument("--output_all_stats", "--output-all-stats", dest="output_all_stats",
+                   action="store_true", help="print all stats as JSON instead of the score")
+    p.add_argument("--resume", action="store_true",
+                   help="batch mode: skip videos already listed in --output and append")
+    p.add_argument("--ffmpeg_path", "--ffmpeg-path", dest="ffmpeg_path", default="ffmpeg",
+                   help="ffmpeg executable (default: ffmpeg on PATH)")
+    p.add_argument("--ffprobe_path", "--ffprobe-path", dest="ffprobe_path", default="ffprobe",
+                   help="ffprobe executable (default: ffprobe on PATH)")
+    p.add_argument("--model_version", default="1.5", choices=["1.5"],
+                   help="accepted for compatibility with upstream; only 1.5 is supported")
+    p.add_argument("--device", default="cpu", choices=["cpu"],
+                   help="accepted for compatibility with upstream; TFLite runs on the CPU")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    return p
+
+
+def _load(args: argparse.Namespace) -> runtime.Models:
+    cfg = _config.resolve(backend=args.backend, model_dir=args.model_dir, threads=args.threads)
+    return runtime.load_models(cfg.backend.value, cfg.model_dir.value, cfg.threads.value)
+
+
+def _options(args: argparse.Namespace) -> ScoreOptions:
+    if args.fps == 0 or args.fps < -1:
+        raise UserError(f"--fps must be a positive number of frames per second or -1, got {args.fps}")
+    transpose = True if args.transpose else (False if args.no_auto_transpose else None)
+    return ScoreOptions(args.fps, transpose, args.ffmpeg_path, args.ffprobe_path)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True,
+                    disable=not enabled or not console.is_terminal)
+
+
+def run_single(args: argparse.Namespace) -> int:
+    if not Path(args.input).exists():
+        raise UserError(f"{args.input}: no such file; give a video file or a .txt list")
+    options = _options(args)
+    models = _load(args)
+    with _progress(not args.quiet) as progress:
+        task = progress.add_task(f"scoring {Path(args.input).name}", total=None)
+        results = score_video(args.input, models, options,
+                              on_frame=lambda i, n: progress.update(task, completed=i, total=n))
+    if args.output_all_stats:
+        print(json.dumps(results))
+    else:
+        print(results["uvq1p5_score"])
+    if args.output:
+        _write_json(Path(args.output), results)
+    return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_done(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    done = set()
+    for line in path.read_text().splitlines():
+        name, sep, _ = line.rpartition(",")
+        if sep and name:
+            done.add(name)
+    return done
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    if not args.output:
+        raise UserError("--output must be given when the input is a .txt list of videos")
+    list_path = Path(args.input)
+    if not list_path.is_file():
+        raise UserError(f"video list {list_path} not found")
+    videos = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
+    out = Path(args.output)
+    done = _read_done(out) if args.resume else set()
+    options = _options(args)
+    models = _load(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failures: list[tuple[str, str]] = []
+    todo = [v for v in videos if os.path.basename(v) not in done]
+    skipped = len(videos) - len(todo)
+    with open(out, "a" if args.resume else "w") as fh, _progress(not args.quiet) as progress:
+        task = progress.add_task("videos", total=len(todo))
+        for path in todo:
+            try:
+                results = score_video(path, models, options)
+            except UserError as exc:
+                failures.append((path, str(exc)))
+            else:
+                fh.write(f"{os.path.basename(path)},{results['uvq1p5_score']}\n")
+                fh.flush()
+            progress.advance(task)
+    print(f"scored {len(todo) - len(failures)} of {len(videos)} videos"
+          + (f" ({skipped} already in {out})" if skipped else "") + f"; results in {out}",
+          file=sys.stderr)
+    for path, message in failures:
+        print(f"uvq: failed: {path}: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.input.endswith(".txt"):
+        return run_batch(args)
+    return run_single(args)

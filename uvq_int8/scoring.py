@@ -1,0 +1,76 @@
+"""Scoring a video end to end: decode, the three nets, upstream's result dict."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from uvq_int8 import config as _config
+from uvq_int8 import runtime, video
+from uvq_int8.frames import logit_to_score
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    fps: int = 1
+    transpose: bool | None = None  # None: transpose portrait videos, like upstream's batch mode
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
+def score_frames(models: runtime.Models, frames: Iterable[np.ndarray],
+                 on_frame: Callable[[int], None] | None = None) -> tuple[list[float], list[float]]:
+    """Per-frame (logits, scores) for uint8 1080p RGB frames."""
+    logits: list[float] = []
+    for i, frame in enumerate(frames):
+        logit, _ = models.aggregate(*models.features(frame))
+        logits.append(logit)
+        if on_frame:
+            on_frame(i)
+    scores = [float(s) for s in logit_to_score(np.asarray(logits, dtype=np.float32))]
+    return logits, scores
+
+
+def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions = ScoreOptions(),
+                on_frame: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Score one video with loaded models; returns upstream's keys plus ours."""
+    name = str(path)
+    info = video.probe(name, ffprobe=options.ffprobe)
+    transpose = video.is_portrait(info) if options.transpose is None else options.transpose
+    plan = video.sample_plan(info, options.fps)
+    started = time.perf_counter()
+    frames = video.iter_frames(name, fps=options.fps, transpose=transpose,
+                               ffmpeg=options.ffmpeg, info=info)
+    total = plan.num_frames
+    logits, scores = score_frames(
+        models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)
+    elapsed = time.perf_counter() - started
+    # Upstream averages the float32 scores with torch.mean; keep that precision.
+    mean = float(np.mean(np.asarray(scores, dtype=np.float32), dtype=np.float32))
+    return {
+        "uvq1p5_score": mean,
+        "per_frame_scores": scores,
+        "frame_indices": list(plan.frame_indices[:len(scores)]),
+        "video_name": name,
+        "backend": models.backend,
+        "per_frame_logits": logits,
+        "model_sha256": models.sha256,
+        "model_files": {net: str(p) for net, p in models.paths.items()},
+        "transpose": transpose,
+        "fps": plan.fps,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def score(path: str | Path, backend: str | None = None, fps: int = 1,
+          model_dir: str | Path | None = None, threads: int | None = None,
+          transpose: bool | None = None, ffmpeg: str = "ffmpeg",
+          ffprobe: str = "ffprobe") -> dict[str, Any]:
+    """Score a video with the configured (or given) backend, as ``uvq --output_all_stats``."""
+    cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads)
+    models = runtime.load_models(cfg.backend.value, cfg.model_dir.value, cfg.threads.value)
+    return score_video(path, models, ScoreOptions(fps, transpose, ffmpeg, ffprobe))
