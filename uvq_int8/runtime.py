@@ -264,8 +264,9 @@ def load_models(backend: str | BackendLike, model_dir: str | Path, threads: int,
                                 directory)
             expected = (hashes[directory] or {}).get(paths[net].name)
             if check_manifest and hashes[directory] is not None and expected is None:
-                raise ModelFilesError(f"{paths[net]} is not listed in {directory / MANIFEST_NAME}; "
-                                      f"{BUILD_HINT}")
+                # A plugin's own file next to ours: usable, but nothing to check it against.
+                log.warning("%s is not listed in %s; its sha256 cannot be checked",
+                            paths[net], directory / MANIFEST_NAME)
             runner = NetRunner(net, paths[net], threads, expected)
             runner._mtime = paths[net].stat().st_mtime_ns
             runners[net] = runner
