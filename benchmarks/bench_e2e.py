@@ -1,0 +1,167 @@
+"""End-to-end speed of every backend against a PyTorch-eager reference, in one run.
+
+Run by hand (not a test; shared machines are noisy):
+
+    .venv/bin/python benchmarks/bench_e2e.py --model-dir DIR --checkpoints DIR [--seconds 20]
+
+It makes (or reuses) a 1080p30 H.264 clip, scores it once per backend with `uvq`'s
+streaming pipeline, and once with an upstream-style reference: ffmpeg through a temp
+file, the whole video held as float64, PyTorch eager nets in batches of 24. Every
+backend is reported as a ratio to that reference and to float32 from the same run.
+A second part measures peak RSS of `uvq` on a long and a short clip, each in a fresh
+process, to show memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) -> Path:
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+                    "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+                    "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
+    os.replace(tmp, path)
+    return path
+
+
+def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: int) -> dict:
+    """Decode like upstream (temp file, float64 video), run the PyTorch nets eagerly."""
+    import torch
+
+    from uvq_int8 import nets, video
+
+    torch.set_num_threads(threads)
+    info = video.probe(str(clip))
+    length = math.ceil(info.duration)
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile(suffix=".rgb") as tmp:
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-vf",
+                        "scale=w=1920:h=1080:flags=bicubic,format=rgb24", "-r", "1", "-f",
+                        "rawvideo", "-pix_fmt", "rgb24", "-y", tmp.name], check=True)
+        raw = bytearray(Path(tmp.name).read_bytes())
+    frame_bytes = 1080 * 1920 * 3
+    raw = raw[:length * frame_bytes] + bytearray(max(0, length * frame_bytes - len(raw)))
+    frames = (np.frombuffer(bytes(raw), np.uint8).reshape(length, 1080, 1920, 3) / 255.0 - 0.5) * 2
+    decode_s = time.perf_counter() - started
+    cores = {net: nets.load_core(net, path) for net, path in checkpoints.items()}
+    pipeline = nets.UVQ1p5Torch(cores["content"], cores["distortion"], cores["aggregation"])
+    logits = []
+    for i in range(0, length, 24):
+        batch = frames[i:i + 24].astype(np.float32)
+        c, d = pipeline.features(batch)
+        logits += pipeline.logits(c, d).numpy().ravel().tolist()
+    return {"seconds": time.perf_counter() - started, "decode_seconds": decode_s,
+            "logits": logits}
+
+
+def run_backend(clip: Path, backend: str, model_dir: Path, threads: int) -> dict:
+    from uvq_int8 import runtime
+    from uvq_int8.scoring import ScoreOptions, score_video
+
+    models = runtime.load_models(backend, model_dir, threads)  # load time is not scored
+    started = time.perf_counter()
+    result = score_video(str(clip), models, ScoreOptions(fps=1))
+    return {"seconds": time.perf_counter() - started, "logits": result["per_frame_logits"],
+            "score": result["uvq1p5_score"]}
+
+
+PEAK_RSS_SCRIPT = """
+import json, resource, sys
+from uvq_int8 import runtime
+from uvq_int8.scoring import ScoreOptions, score_video
+models = runtime.load_models(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+score_video(sys.argv[1], models, ScoreOptions(fps=1))
+print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def peak_rss(clip: Path, backend: str, model_dir: Path, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(clip), backend,
+                          str(model_dir), str(threads)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path,
+                        help="directory with content_net.pth, distortion_net.pth, "
+                             "aggregation_net.pth for the PyTorch reference (skipped if absent)")
+    parser.add_argument("--backends", default="float32,fp16,int8,int8-weight-only,int4,int8-static")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench")
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS 10 s vs 60 s")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    clip = make_clip(args.clips / f"testsrc2_1080p30_{args.seconds}s.mp4", args.seconds)
+    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
+                                 "cores": os.cpu_count(), "python": platform.python_version()},
+                     "clip": str(clip), "threads": args.threads, "backends": {}}
+    if args.checkpoints:
+        ckpt = {n: args.checkpoints / f"{n}_net.pth" for n in ("content", "distortion",
+                                                                "aggregation")}
+        results["pytorch_reference"] = upstream_style_reference(clip, ckpt, args.threads)
+        print(f"pytorch-eager reference: {results['pytorch_reference']['seconds']:.2f} s",
+              file=sys.stderr)
+    for backend in args.backends.split(","):
+        results["backends"][backend] = run_backend(clip, backend, args.model_dir, args.threads)
+        print(f"{backend}: {results['backends'][backend]['seconds']:.2f} s", file=sys.stderr)
+
+    base = results["backends"].get("float32")
+    ref = results.get("pytorch_reference")
+    print(f"\n{args.seconds} s 1080p30 H.264 clip, {args.threads} threads, "
+          f"{results['machine']['cores']} cores\n")
+    print("| backend | seconds | vs float32 | vs PyTorch eager | max logit delta vs float32 |")
+    print("|---|---|---|---|---|")
+    if ref:
+        print(f"| PyTorch eager (upstream-style decode) | {ref['seconds']:.2f} | "
+              f"{ref['seconds'] / base['seconds']:.2f}x | 1.00x | "
+              f"{np.max(np.abs(np.subtract(ref['logits'], base['logits']))):.4f} |" if base else "")
+    for name, r in results["backends"].items():
+        vs32 = f"{r['seconds'] / base['seconds']:.2f}x" if base else "-"
+        vsref = f"{r['seconds'] / ref['seconds']:.2f}x" if ref else "-"
+        delta = (f"{np.max(np.abs(np.subtract(r['logits'], base['logits']))):.4f}"
+                 if base else "-")
+        print(f"| {name} | {r['seconds']:.2f} | {vs32} | {vsref} | {delta} |")
+
+    if args.memory:
+        short = make_clip(args.clips / "testsrc2_1080p30_10s.mp4", 10)
+        long = make_clip(args.clips / "testsrc2_1080p30_60s.mp4", 60)
+        mem = {"10s": peak_rss(short, "float32", args.model_dir, args.threads),
+               "60s": peak_rss(long, "float32", args.model_dir, args.threads)}
+        results["peak_rss_mb"] = mem
+        print("\n| clip | peak RSS, uvq process (MB) | peak RSS, ffmpeg child (MB) |")
+        print("|---|---|---|")
+        for k, v in mem.items():
+            print(f"| {k} | {v['self_mb']:.0f} | {v['children_mb']:.0f} |")
+        print(f"\ndifference (uvq process): {mem['60s']['self_mb'] - mem['10s']['self_mb']:.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
