@@ -39,12 +39,13 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
                 on_frame: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Score one video with loaded models; returns upstream's keys plus ours."""
     name = str(path)
-    info = video.probe(name, ffprobe=options.ffprobe)
+    # fps=-1 needs upstream's exact frame count, which only a full count gives.
+    info = video.probe(name, ffprobe=options.ffprobe, count_frames=options.fps == -1)
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
     frames = video.iter_frames(name, fps=options.fps, transpose=transpose,
-                               ffmpeg=options.ffmpeg, info=info)
+                               ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info)
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)
