@@ -8,9 +8,13 @@ clear error naming the file instead of a wrong score.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +100,10 @@ class NetRunner:
                 f"expected {expected_sha256[:12]}...): the file is corrupt or was replaced; "
                 f"{BUILD_HINT} --force")
         try:
-            self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
-            self._interp.allocate_tensors()
+            with _quiet_native_stderr():
+                self._interp = _interpreter_class()(model_path=str(self.path),
+                                                    num_threads=threads)
+                self._interp.allocate_tensors()
         except ModelFilesError:
             raise
         except Exception as exc:
@@ -157,6 +163,32 @@ def _ordered(details: list[dict], order: list[int] | None) -> list[dict]:
         return details
     by_index = {d["index"]: d for d in details}
     return [by_index[i] for i in order if i in by_index] or details
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Keep LiteRT's native "Created XNNPACK delegate" chatter off the user's stderr.
+
+    It is written by C++ straight to fd 2, so Python-level redirection cannot catch
+    it; what was written is passed on to the debug log instead.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace").strip()
+            if text:
+                log.debug("LiteRT: %s", text)
 
 
 def _natural_key(name: str):
@@ -251,8 +283,9 @@ def load_models(backend: str | BackendLike, model_dir: str | Path, threads: int,
         if missing:
             raise ModelFilesError(
                 f"backend {spec.name!r} has no model files in {model_dir} (missing "
-                f"{', '.join(Path(m).name for m in missing)}); {BUILD_HINT} "
-                f"--backend {spec.name} --out {model_dir}")
+                f"{', '.join(Path(m).name for m in missing)}); build them with "
+                f"'uvq-int8 build --backend {spec.name} --out {model_dir}' (with your "
+                f"checkpoints), or point --model-dir / UVQ_MODEL_DIR at a built set")
         hashes: dict[str, dict[str, str] | None] = {}
         runners = {}
         for net in NETS:

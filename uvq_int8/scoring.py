@@ -35,12 +35,17 @@ def score_frames(models: runtime.Models, frames: Iterable[np.ndarray],
     return logits, scores
 
 
+def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.VideoInfo:
+    # fps=-1 needs upstream's exact frame count, which only a full count gives.
+    return video.probe(str(path), ffprobe=options.ffprobe, count_frames=options.fps == -1)
+
+
 def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions = ScoreOptions(),
-                on_frame: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                on_frame: Callable[[int, int], None] | None = None,
+                info: video.VideoInfo | None = None) -> dict[str, Any]:
     """Score one video with loaded models; returns upstream's keys plus ours."""
     name = str(path)
-    # fps=-1 needs upstream's exact frame count, which only a full count gives.
-    info = video.probe(name, ffprobe=options.ffprobe, count_frames=options.fps == -1)
+    info = info or probe(name, options)
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()

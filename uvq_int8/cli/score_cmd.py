@@ -11,7 +11,7 @@ from pathlib import Path
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.errors import UserError
-from uvq_int8.scoring import ScoreOptions, score_video
+from uvq_int8.scoring import ScoreOptions, probe, score_video
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +83,11 @@ def run_single(args: argparse.Namespace) -> int:
     if not Path(args.input).exists():
         raise UserError(f"{args.input}: no such file; give a video file or a .txt list")
     options = _options(args)
+    info = probe(args.input, options)  # a bad video fails before any model loads
     models = _load(args)
     with _progress(not args.quiet) as progress:
         task = progress.add_task(f"scoring {Path(args.input).name}", total=None)
-        results = score_video(args.input, models, options,
+        results = score_video(args.input, models, options, info=info,
                               on_frame=lambda i, n: progress.update(task, completed=i, total=n))
     if args.output_all_stats:
         print(json.dumps(results))
