@@ -39,3 +39,44 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     return tmp_path
+
+
+# --------------------------------------------------------------------------- the shared build
+
+REFERENCE_CHECKPOINTS = {"content": "content_net_proxy.pth",
+                         "distortion": "distortion_net_proxy.pth",
+                         "aggregation": "aggregation_net.pth"}
+
+
+def reference_checkpoints(reference_dir: Path) -> dict[str, Path]:
+    return {net: reference_dir / name for net, name in REFERENCE_CHECKPOINTS.items()}
+
+
+@pytest.fixture(scope="session")
+def build_all(reference_dir, tmp_path_factory):
+    """``--backend all`` built once per session from the reference checkpoints.
+
+    Returns a namespace: ``path`` (the model directory), ``summary`` (BuildSummary),
+    ``options`` (the BuildOptions used) and ``seconds``.
+    """
+    import time
+    from types import SimpleNamespace
+
+    for module in ("torch", "litert_torch", "ai_edge_quantizer"):
+        pytest.importorskip(module)
+    from uvq_int8 import build
+
+    out = tmp_path_factory.mktemp("build_all") / "uvq1.5"
+    # The defaults a user gets, calibration included (16 synthetic frames).
+    options = build.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
+                                 backends="all")
+    started = time.perf_counter()
+    summary = build.build(options)
+    return SimpleNamespace(path=out, summary=summary, options=options,
+                           seconds=time.perf_counter() - started)
+
+
+@pytest.fixture(scope="session")
+def built_models(build_all) -> Path:
+    """The directory holding every backend's files and manifest.json."""
+    return build_all.path

@@ -1,0 +1,468 @@
+"""uvq-int8 build: every backend from the reference checkpoints, rebuild rules, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uvq_int8 import build, frames
+from uvq_int8 import manifest as mf
+from uvq_int8.backends import BUILTIN_ORDER, NETS, discover
+from uvq_int8.cli.main import main
+from uvq_int8.tflite_info import read_model_info
+
+QUANTIZED_DTYPE = {"fp16": "float16", "int8": "int8", "int8-weight-only": "int8",
+                   "int4": "int4", "int8-static": "int8"}
+CHECKPOINTS = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",
+               "aggregation": "aggregation_net.pth"}
+MAX_SIZE_RATIO = {"int8": 0.31, "int8-weight-only": 0.31, "int8-static": 0.33, "fp16": 0.53,
+                  "int4": 0.25}
+
+
+def _interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=2)
+    interp.allocate_tensors()
+    return interp
+
+
+def _run(interp, *inputs) -> list[np.ndarray]:
+    for detail, value in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=np.float32))
+    interp.invoke()
+    return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
+
+
+def reference_checkpoints(reference_dir: Path) -> dict[str, Path]:
+    return {net: reference_dir / name for net, name in CHECKPOINTS.items()}
+
+
+def _files(directory: Path) -> dict[str, Path]:
+    return {p.name: p for p in directory.iterdir()}
+
+
+def _ckpt_args(reference_dir: Path, **override: Path) -> list[str]:
+    paths = {**reference_checkpoints(reference_dir), **override}
+    return [arg for net in NETS for arg in (f"--{net}", str(paths[net]))]
+
+
+def _copy_subset(src: Path, dest: Path, names) -> Path:
+    dest.mkdir(parents=True)
+    for name in names:
+        shutil.copy2(src / name, dest / name)
+    shutil.copy2(src / mf.MANIFEST_NAME, dest / mf.MANIFEST_NAME)
+    return dest
+
+
+# --------------------------------------------------------------------------- the full build
+
+def test_all_backends_give_18_files_and_a_manifest(build_all):
+    expected = {name for b in discover().values() if b.name in BUILTIN_ORDER
+                for name in b.filenames().values()}
+    assert len(expected) == 18
+    on_disk = set(_files(build_all.path))
+    assert on_disk == expected | {mf.MANIFEST_NAME}  # no temp files left behind
+    data = json.loads((build_all.path / mf.MANIFEST_NAME).read_text())
+    assert mf.validate(data) == []
+    assert set(data["files"]) == expected
+    for name, entry in data["files"].items():
+        path = build_all.path / name
+        assert entry["size"] == path.stat().st_size
+        assert entry["sha256"] == mf.sha256_file(path)
+    assert build_all.summary.ok and len(build_all.summary.built) == 18
+    print(f"\nfull --backend all build: {build_all.seconds:.1f} s, peak RSS "
+          f"{build_all.summary.peak_rss_bytes}")
+
+
+def test_sizes_relative_to_float32(build_all):
+    totals = build_all.summary.backend_totals()
+    sizes = {name: t["size"] for name, t in totals.items()}
+    for backend, limit in MAX_SIZE_RATIO.items():
+        assert sizes[backend] / sizes["float32"] <= limit, (backend, sizes)
+
+
+def test_each_quantizing_backend_quantized_tensors_of_its_dtype(build_all):
+    entries = mf.load(build_all.path).files
+    for backend in discover().values():
+        if backend.name not in QUANTIZED_DTYPE:
+            continue
+        dtype = QUANTIZED_DTYPE[backend.name]
+        for net, name in backend.filenames().items():
+            if backend.recipes[net] == "float32":  # int8-static keeps the head in float
+                assert entries[name]["quantized_tensors_by_dtype"] == {}
+                continue
+            counts = read_model_info(build_all.path / name).quantized_tensors_by_dtype
+            assert counts.get(dtype, 0) > 0, (name, counts)
+            assert entries[name]["quantized_tensors_by_dtype"] == counts
+    for name in ("content_net.tflite", "distortion_net.tflite", "aggregation_net.tflite"):
+        assert entries[name]["quantized_tensors_by_dtype"] == {}
+
+
+def test_int4_really_stores_convolution_weights_as_int4(build_all):
+    entries = mf.load(build_all.path).files
+    for net in ("content", "distortion"):
+        entry = entries[f"{net}_net_int4.tflite"]
+        # 65 of the 81 convolutions; ai-edge-quantizer leaves depthwise filters float.
+        assert entry["int4_conv_weights"] >= 60
+        assert entry["int4_conv_weights"] == read_model_info(
+            build_all.path / f"{net}_net_int4.tflite").int4_conv_weights
+    for net in ("content", "distortion"):  # the int8 recipe quantizes all 81, like the guide
+        assert entries[f"{net}_net_int8.tflite"]["conv_weights_by_dtype"] == {"int8": 81}
+
+
+def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
+    data = json.loads((build_all.path / mf.MANIFEST_NAME).read_text())
+    assert data["format_version"] == mf.FORMAT_VERSION
+    record = data["builds"][-1]
+    for tool in ("uvq-int8", "torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
+                 "python"):
+        assert record["tools"][tool]
+    ckpts = reference_checkpoints(reference_dir)
+    for net in NETS:
+        assert record["checkpoints"][net]["sha256"] == mf.sha256_file(ckpts[net])
+    assert record["calibration"]["frames_used"] == build_all.options.calibration_frames
+    assert {c["net"] for c in record["conversions"]} == set(NETS)
+    for conversion in record["conversions"]:  # the worker's check against PyTorch
+        assert max(conversion["max_abs_diff"]) < 2e-3
+    assert 0 < record["peak_rss_bytes"]["max"] < 4e9
+    assert record["peak_rss_bytes"]["concurrent"] < 4e9
+    static = data["files"]["distortion_net_int8_static.tflite"]
+    assert static["recipe"] == "static_wi8_ai8"
+    assert static["recipe_options"]["calibration"]["frames"] == build_all.options.calibration_frames
+    assert static["checkpoint"]["sha256"] == record["checkpoints"]["distortion"]["sha256"]
+    # Full-integer I/O: the runtime needs scale and zero point to (de)quantize.
+    for port in static["inputs"] + static["outputs"]:
+        assert port["dtype"] == "int8" and port["scale"] > 0 and port["zero_point"] is not None
+    assert data["files"]["content_net_fp16.tflite"]["inputs"][0]["scale"] is None
+
+
+def test_every_aggregation_file_has_the_score_first_and_the_logit_second(build_all,
+                                                                        golden_frames):
+    entries = mf.load(build_all.path).files
+    content, distortion = golden_frames["content_features"], golden_frames["distortion_features"]
+    for backend in discover().values():
+        if backend.name not in BUILTIN_ORDER:
+            continue
+        name = backend.filenames()["aggregation"]
+        assert [p["role"] for p in entries[name]["outputs"]] == ["score", "logit"]
+        assert [p["signature_name"] for p in entries[name]["outputs"]] == ["output_0", "output_1"]
+        interp = _interpreter(build_all.path / name)
+        assert [d["index"] for d in interp.get_output_details()] == [
+            p["index"] for p in entries[name]["outputs"]]
+        score, logit = _run(interp, content[:1], distortion[:1])
+        # The fork's host reads output_details()[0]: it must be the score.
+        assert np.allclose(score, np.tanh(logit) * 2 + 3, atol=1e-5), (name, score, logit)
+
+
+def test_float32_aggregation_matches_the_fork_file_and_the_golden_logits(built_models,
+                                                                          reference_dir,
+                                                                          golden_frames):
+    ours = _interpreter(built_models / "aggregation_net.tflite")
+    fork = _interpreter(reference_dir / "aggregation_net.tflite")
+    for i in range(len(golden_frames["logits"])):
+        c = golden_frames["content_features"][i:i + 1]
+        d = golden_frames["distortion_features"][i:i + 1]
+        score, logit = _run(ours, c, d)
+        fork_score = _run(fork, c, d)[0]
+        assert abs(score.item() - fork_score.item()) <= 1e-5
+        assert abs(logit.item() - float(golden_frames["logits"][i, 0])) <= 1e-4
+
+
+def test_float32_backbones_match_the_golden_features(built_models, golden_frames):
+    content_net = _interpreter(built_models / "content_net.tflite")
+    distortion_net = _interpreter(built_models / "distortion_net.tflite")
+    for i, frame in enumerate(golden_frames["frames_uint8"]):
+        content_in, patches = frames.net_inputs(frame)
+        content = _run(content_net, content_in)[0]
+        distortion = _run(distortion_net, patches)[0]
+        assert np.abs(content - golden_frames["content_features"][i:i + 1]).max() <= 1e-3
+        assert np.abs(distortion - golden_frames["distortion_features"][i:i + 1]).max() <= 1e-3
+
+
+# --------------------------------------------------------------------------- rebuild rules
+
+def test_a_second_identical_build_changes_nothing(build_all):
+    before = {name: (p.stat().st_mtime_ns, p.read_bytes() if name == mf.MANIFEST_NAME else None)
+              for name, p in _files(build_all.path).items()}
+    summary = build.build(build_all.options)
+    assert len(summary.skipped) == 18 and not summary.built and not summary.conversions
+    after = {name: (p.stat().st_mtime_ns, p.read_bytes() if name == mf.MANIFEST_NAME else None)
+             for name, p in _files(build_all.path).items()}
+    assert after == before
+
+
+def test_the_command_skips_up_to_date_files_without_converting(build_all, reference_dir, capsys):
+    manifest_before = (build_all.path / mf.MANIFEST_NAME).read_bytes()
+    # The fixture built with the defaults, so the command's defaults must match them.
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(build_all.path), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (out["built"], out["skipped"], out["conversions"]) == (0, 18, [])
+    assert out["backends"]["int4"]["ratio_to_float32"] <= MAX_SIZE_RATIO["int4"]
+    assert (build_all.path / mf.MANIFEST_NAME).read_bytes() == manifest_before
+
+
+def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, reference_dir,
+                                                                  tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    state = torch.load(reference_dir / "aggregation_net.pth", weights_only=True)
+    state = {k: v.clone() for k, v in state.items()}
+    state["linear1.bias"] += 0.5
+    changed = tmp_path / "aggregation_changed.pth"
+    torch.save(state, changed)
+
+    names = [f"{net}_net{sfx}.tflite" for net in NETS for sfx in ("", "_fp16")]
+    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    mtimes = {n: (out_dir / n).stat().st_mtime_ns for n in names}
+    code = main(["build", *_ckpt_args(reference_dir, aggregation=changed), "--out", str(out_dir),
+                 "--backend", "float32,fp16", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    built = {f["filename"] for f in out["files"] if f["status"] == "built"}
+    assert built == {"aggregation_net.tflite", "aggregation_net_fp16.tflite"}
+    assert [c["net"] for c in out["conversions"]] == ["aggregation"]
+    for name in names:
+        same = (out_dir / name).stat().st_mtime_ns == mtimes[name]
+        assert same == (name not in built), name
+    entries = mf.load(out_dir).files
+    assert entries["aggregation_net.tflite"]["checkpoint"]["sha256"] == mf.sha256_file(changed)
+    assert (entries["aggregation_net.tflite"]["build_id"]
+            != entries["content_net.tflite"]["build_id"])
+    # The new head really is the changed checkpoint: its logit moved by the bias change.
+    c = np.zeros((1, 8, 8, 128), np.float32)
+    d = np.zeros((1, 24, 24, 128), np.float32)
+    old = _run(_interpreter(build_all.path / "aggregation_net.tflite"), c, d)[1]
+    new = _run(_interpreter(out_dir / "aggregation_net.tflite"), c, d)[1]
+    assert abs((new - old).item() - 0.5) < 1e-4
+
+
+def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_path):
+    names = ["content_net.tflite", "content_net_int8.tflite", "distortion_net.tflite",
+             "distortion_net_int8.tflite", "aggregation_net.tflite", "aggregation_net_int8.tflite"]
+    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    options = build.BuildOptions(checkpoints=build_all.options.checkpoints, out_dir=out_dir,
+                                 backends="float32,int8")
+    plan = build.plan_build(options)
+    assert plan.to_build == [] and set(plan.float_sources) == set(NETS)
+
+    damaged = out_dir / "content_net_int8.tflite"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (out_dir / "aggregation_net_int8.tflite").unlink()
+    plan = build.plan_build(options)
+    assert {j.filename: j.reason for j in plan.to_build} == {
+        "content_net_int8.tflite": "file does not match its recorded sha256",
+        "aggregation_net_int8.tflite": "file missing"}
+    assert plan.nets_to_convert == []  # derived from the current float32 files
+
+    forced = build.plan_build(build.BuildOptions(checkpoints=options.checkpoints,
+                                                 out_dir=out_dir, backends="float32,int8",
+                                                 force=True))
+    assert {j.reason for j in forced.jobs} == {"forced"} and forced.float_sources == {}
+    assert forced.nets_to_convert == ["distortion", "content", "aggregation"]
+
+    more_frames = build.BuildOptions(checkpoints=options.checkpoints, out_dir=build_all.path,
+                                     backends="int8-static,int4",
+                                     calibration_frames=build_all.options.calibration_frames + 1,
+                                     frame_source=build_all.options.frame_source,
+                                     frame_source_name=build_all.options.frame_source_name)
+    reasons = {j.filename: j.reason for j in build.plan_build(more_frames).jobs}
+    assert reasons == {"content_net_int8_static.tflite": "recipe options changed",
+                       "distortion_net_int8_static.tflite": "recipe options changed",
+                       "aggregation_net_int8_static.tflite": None,
+                       "content_net_int4.tflite": None, "distortion_net_int4.tflite": None,
+                       "aggregation_net_int4.tflite": None}
+
+
+def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, reference_dir,
+                                                                  tmp_path, monkeypatch, capsys):
+    from uvq_int8 import quantize
+
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    monkeypatch.setattr(quantize, "quantize_model", lambda recipe, model, cal=None: bytes(model))
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend", "int8",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "content_net_int8.tflite" in err and "quantized no tensor to int8" in err
+    assert set(_files(out_dir)) == set(names) | {mf.MANIFEST_NAME}
+    assert mf.validate(json.loads((out_dir / mf.MANIFEST_NAME).read_text())) == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+def _assert_fails(argv, capsys, *fragments) -> str:
+    code = main(["build", *argv])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_missing_checkpoint_names_the_expected_path(tmp_path, capsys):
+    (tmp_path / "ckpt").mkdir()
+    out = tmp_path / "out"
+    _assert_fails(["--checkpoints", str(tmp_path / "ckpt"), "--out", str(out)], capsys,
+                  f"content checkpoint not found: {tmp_path / 'ckpt' / 'content_net.pth'}")
+    assert not out.exists()
+
+
+def test_uvq_root_uses_the_upstream_layout(tmp_path, reference_dir, capsys):
+    root = tmp_path / "uvq"
+    (root / "uvq1p5_pytorch" / "checkpoints").mkdir(parents=True)
+    paths = build.resolve_checkpoints(uvq_root=root)
+    assert paths["distortion"] == root / "uvq1p5_pytorch/checkpoints/distortion_net.pth"
+    assert build.default_out_dir(root) == root / "models/tflite_models/uvq1.5"
+    # A per-net path overrides the directory.
+    override = build.resolve_checkpoints(uvq_root=root, content=reference_dir / "x.pth")
+    assert override["content"] == reference_dir / "x.pth"
+    _assert_fails(["--uvq-root", str(root)], capsys, "content checkpoint not found: "
+                  f"{root / 'uvq1p5_pytorch/checkpoints/content_net.pth'}")
+    assert not (root / "models").exists()
+
+
+def test_no_checkpoint_source_says_what_to_give(capsys):
+    _assert_fails(["--content", "a.pth"], capsys, "distortion, aggregation",
+                  "--uvq-root DIR, --checkpoints DIR")
+
+
+def test_wrong_keys_list_the_first_mismatches(reference_dir, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    out = tmp_path / "out"
+    _assert_fails([*_ckpt_args(reference_dir, distortion=bad), "--out", str(out)], capsys,
+                  f"distortion checkpoint {bad} does not match",
+                  "missing key features.0.0.conv.weight", "unexpected key conv1.weight")
+    assert not out.exists()
+
+
+def test_wrong_shapes_are_listed(reference_dir, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    state = torch.load(reference_dir / "aggregation_net.pth", weights_only=True)
+    state = {k: v.clone() for k, v in state.items()}
+    state["linear1.weight"] = torch.zeros(1, 128)
+    bad = tmp_path / "agg.pth"
+    torch.save(state, bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    _assert_fails([*_ckpt_args(reference_dir, aggregation=bad), "--out", str(out)], capsys,
+                  "wrong shape linear1.weight: checkpoint shape [1, 128], expected [1, 256]")
+    assert list(out.iterdir()) == []
+
+
+def test_unknown_backend_lists_the_known_ones(reference_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32,int9"],
+                  capsys, "unknown backend 'int9'",
+                  "known backends: float32, fp16, int8, int8-weight-only, int4, int8-static")
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend",
+                   "content=fp16,distortion=int8,aggregation=float32"], capsys,
+                  "not a per-net mix")
+    assert not out.exists()
+
+
+def test_unwritable_output_directory_is_refused(reference_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(blocker / "models")], capsys,
+                  f"output directory {blocker / 'models'} cannot be created")
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(blocker)], capsys,
+                  "exists and is not a directory")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_read_only_output_directory_is_refused(reference_dir, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        probe = locked / "probe"
+        try:
+            probe.write_text("x")
+            probe.unlink()
+            pytest.skip("running as root: permissions do not stop writes")
+        except PermissionError:
+            pass
+        _assert_fails([*_ckpt_args(reference_dir), "--out", str(locked)], capsys,
+                      f"output directory {locked} is not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_build_extra_says_how_to_install_it(reference_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(build, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
+    out = tmp_path / "out"
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
+                  capsys, "no_such_module_for_uvq_test", "pip install 'uvq-int8[build]'")
+    assert not out.exists()
+
+
+def test_missing_calibration_video_is_refused_before_building(reference_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "int8-static",
+                   "--calibration-videos", str(tmp_path / "nope.mp4")], capsys,
+                  f"calibration video not found: {tmp_path / 'nope.mp4'}")
+    assert not out.exists()
+
+
+def test_require_build_tools_names_every_missing_module():
+    with pytest.raises(build.BuildError, match=r"torch, litert_torch.*pip install"):
+        build.require_build_tools(lambda name: None if name != "ai_edge_quantizer" else object())
+    build.require_build_tools(lambda name: object())
+
+
+def test_export_rewrite_keeps_the_maths_of_squeeze_excitation(reference_dir):
+    torch = pytest.importorskip("torch")
+    from uvq_int8 import convert, nets
+
+    module = nets.export_module("content", nets.load_core(
+        "content", reference_dir / CHECKPOINTS["content"]))
+    x = nets.example_inputs("content")
+    with torch.inference_mode():
+        before = module(*x)
+    assert convert.rewrite_for_export(module) == 16
+    with torch.inference_mode():
+        after = module(*x)
+    # Only the summation order changes: float32 noise, which this random net amplifies
+    # to ~1.6e-4 on outputs of magnitude ~25.
+    assert (before - after).abs().max().item() < 1e-3
+
+
+def test_a_manifest_from_a_newer_uvq_int8_is_not_overwritten(reference_dir, tmp_path, capsys):
+    out = tmp_path / "models"
+    out.mkdir()
+    newer = json.dumps({"format_version": mf.FORMAT_VERSION + 1, "files": {}})
+    (out / mf.MANIFEST_NAME).write_text(newer)
+    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
+                  capsys, "newer than this uvq-int8", "--force")
+    assert (out / mf.MANIFEST_NAME).read_text() == newer
+    assert sorted(p.name for p in out.iterdir()) == [mf.MANIFEST_NAME]
+
+
+def test_static_int8_calibrates_on_videos_without_converting_again(build_all, reference_dir,
+                                                                    tmp_path, capsys):
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    videos = [reference_dir / "sample_landscape.mp4", reference_dir / "sample_portrait.mp4"]
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+                 "int8-static", "--calibration-videos", *map(str, videos),
+                 "--calibration-frames", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["conversions"] == [] and out["built"] == 3
+    assert [v["frames"] for v in out["calibration"]["videos_used"]] == [1, 1]
+    entry = mf.load(out_dir).files["distortion_net_int8_static.tflite"]
+    calibration = entry["recipe_options"]["calibration"]
+    assert calibration["source"] == "videos" and calibration["frames"] == 2
+    assert [v["sha256"] for v in calibration["videos"]] == [mf.sha256_file(v) for v in videos]
+    assert entry["inputs"][0]["dtype"] == "int8"

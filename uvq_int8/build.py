@@ -1,0 +1,935 @@
+"""``uvq-int8 build``: checkpoints -> each backend's three .tflite files + manifest.json.
+
+The order of work:
+
+1. ``plan_build`` checks every input that can be checked cheaply (backend
+   names, checkpoint paths, calibration videos, the output directory, the
+   manifest) and decides per file: build or skip. A file is skipped when its
+   checkpoint sha256, recipe and recipe options are unchanged and the file
+   still has its recorded sha256.
+2. ``build`` then checks the checkpoints' contents (strict load), decodes
+   calibration videos, and only then converts: each net that needs it goes
+   through litert-torch once, in its own process (two at a time), and every
+   other recipe is derived from that float32 file with ai-edge-quantizer.
+3. Each file is checked (a quantizing recipe that quantized nothing is an
+   error), written atomically and recorded in the manifest at once, so an
+   interrupted build keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from uvq_int8 import manifest as mf
+from uvq_int8.backends import NETS, Backend, BackendLike, MixedBackend, discover, get_backend
+from uvq_int8.errors import UserError, VideoError
+
+CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
+UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
+UVQ_ROOT_MODELS = Path("models") / "tflite_models" / "uvq1.5"
+DEFAULT_CALIBRATION_FRAMES = 16
+BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
+BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
+TOOL_DISTRIBUTIONS = ("uvq-int8", "torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
+                      "numpy")
+# Conversions run first for the slowest net, so the quick ones fill in beside it.
+CONVERSION_ORDER = ("distortion", "content", "aggregation")
+
+
+class BuildError(UserError):
+    """Bad build input (named in the message) or a failed build step."""
+
+
+class CheckpointMissingError(BuildError):
+    pass
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_checkpoints(uvq_root: str | Path | None = None,
+                        checkpoints: str | Path | None = None,
+                        content: str | Path | None = None,
+                        distortion: str | Path | None = None,
+                        aggregation: str | Path | None = None) -> dict[str, Path]:
+    """Checkpoint path per net: per-net paths override --checkpoints/--uvq-root."""
+    if uvq_root and checkpoints:
+        raise BuildError("give --uvq-root or --checkpoints, not both")
+    base: Path | None = None
+    if uvq_root:
+        root = Path(uvq_root).expanduser()
+        if not root.is_dir():
+            raise BuildError(f"--uvq-root {root} is not a directory (expected a clone of "
+                             f"google/uvq holding {UVQ_ROOT_CHECKPOINTS}/)")
+        base = root / UVQ_ROOT_CHECKPOINTS
+    elif checkpoints:
+        base = Path(checkpoints).expanduser()
+        if not base.is_dir():
+            raise BuildError(f"--checkpoints {base} is not a directory")
+    given = {"content": content, "distortion": distortion, "aggregation": aggregation}
+    paths: dict[str, Path] = {}
+    for net in NETS:
+        if given[net]:
+            paths[net] = Path(given[net]).expanduser()
+        elif base is not None:
+            paths[net] = base / CHECKPOINT_NAMES[net]
+    missing = [net for net in NETS if net not in paths]
+    if missing:
+        raise BuildError(f"no checkpoint given for the {', '.join(missing)} net(s): use "
+                         f"--uvq-root DIR, --checkpoints DIR or --content/--distortion/"
+                         f"--aggregation PATH")
+    return paths
+
+
+def default_out_dir(uvq_root: str | Path | None = None) -> Path:
+    """The fork's model directory inside --uvq-root, else the configured model directory.
+
+    Without --uvq-root the build writes where ``uvq`` will look (UVQ_MODEL_DIR, the
+    config file, else the per-user data directory), so the two never disagree.
+    """
+    if uvq_root:
+        return Path(uvq_root).expanduser() / UVQ_ROOT_MODELS
+    from uvq_int8.config import resolve
+
+    return resolve().model_dir.value
+
+
+def resolve_backends(names: str | Sequence[str]) -> list[Backend]:
+    """``all``, a comma list or a sequence of names -> backends (``all``: registry order)."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    items = [item.strip() for item in items if item and item.strip()]
+    if not items:
+        raise BuildError("no backend given; use --backend all or a comma list")
+    available = discover()
+    chosen: list[BackendLike] = []
+    for item in items:
+        if item == "all":
+            chosen += [b for b in available.values() if _buildable(b)]
+            continue
+        if "=" in item:
+            raise BuildError(f"build takes backend names, not a per-net mix ({item!r}); "
+                             f"build the backends the mix names")
+        chosen.append(get_backend(item, available))  # UnknownBackendError lists known ones
+    unique: dict[str, BackendLike] = {}
+    for backend in chosen:
+        if isinstance(backend, MixedBackend) or not _buildable(backend):
+            raise BuildError(f"backend {backend.name!r} does not describe recipes "
+                             f"uvq-int8 build can make")
+        unique.setdefault(backend.name, backend)
+    return list(unique.values())  # type: ignore[return-value]
+
+
+def _buildable(backend: Any) -> bool:
+    from uvq_int8.quantize import RECIPES
+
+    recipes = getattr(backend, "recipes", None)
+    return (hasattr(backend, "filenames") and isinstance(recipes, Mapping)
+            and all(recipes.get(net) in RECIPES for net in NETS))
+
+
+def require_build_tools(find_spec: Callable[[str], Any] | None = None) -> None:
+    """A clear error when the ``build`` extra is not installed (nothing is imported)."""
+    find_spec = find_spec or importlib.util.find_spec
+    missing = []
+    for name in BUILD_MODULES:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise BuildError(f"building needs {', '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                         f"{BUILD_EXTRA_HINT}")
+
+
+def _check_writable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BuildError(f"output directory {out_dir} exists and is not a directory")
+    probe = out_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BuildError(f"output directory {out_dir} cannot be created: {probe} is not a "
+                         f"directory")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".uvq-int8-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        where = "" if probe == out_dir else f" (cannot create files in {probe})"
+        raise BuildError(f"output directory {out_dir} is not writable{where}: "
+                         f"{exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- options
+
+
+FrameSource = Callable[[int], Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything one build needs; ``build`` and the CLI share it."""
+
+    checkpoints: Mapping[str, Path]
+    out_dir: Path
+    backends: str | Sequence[str] = "all"
+    force: bool = False
+    calibration_videos: Sequence[Path] = ()
+    calibration_frames: int = DEFAULT_CALIBRATION_FRAMES
+    # Conversions run in parallel, one process each (each ~0.8 GB peak).
+    jobs: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
+    threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    # Replaces the built-in synthetic frames (API users, tests): n -> uint8 [1080,1920,3] frames.
+    frame_source: FrameSource | None = None
+    frame_source_name: str = "custom"
+
+
+@dataclass
+class FileJob:
+    backend: str
+    net: str
+    filename: str
+    recipe: str
+    options: dict[str, Any]
+    reason: str | None  # why it is (re)built; None: up to date, skipped
+
+
+@dataclass
+class BuildPlan:
+    options: BuildOptions
+    out_dir: Path
+    backends: list[str]
+    checkpoints: dict[str, dict[str, str]]   # net -> {"path", "sha256"}
+    jobs: list[FileJob]
+    manifest: mf.Manifest
+    calibration: dict[str, Any] | None
+    float_sources: dict[str, Path]           # net -> current float32 file to derive from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def to_build(self) -> list[FileJob]:
+        return [j for j in self.jobs if j.reason is not None]
+
+    @property
+    def to_skip(self) -> list[FileJob]:
+        return [j for j in self.jobs if j.reason is None]
+
+    @property
+    def nets_to_convert(self) -> list[str]:
+        nets = {j.net for j in self.to_build}
+        return [n for n in CONVERSION_ORDER if n in nets and n not in self.float_sources]
+
+
+@dataclass
+class FileResult:
+    backend: str
+    net: str
+    filename: str
+    recipe: str
+    status: str                 # "built", "skipped" or "failed"
+    reason: str | None = None   # why built, or why it failed
+    size: int | None = None
+    sha256: str | None = None
+    float32_size: int | None = None
+    quantized_tensors_by_dtype: dict[str, int] = field(default_factory=dict)
+    int4_conv_weights: int = 0
+
+    @property
+    def ratio_to_float32(self) -> float | None:
+        if self.size is None or not self.float32_size:
+            return None
+        return self.size / self.float32_size
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ratio_to_float32"] = self.ratio_to_float32
+        return out
+
+
+@dataclass
+class BuildSummary:
+    out_dir: Path
+    manifest_path: Path
+    files: list[FileResult]
+    seconds: float
+    peak_rss_bytes: dict[str, int]
+    conversions: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None
+    build_id: str | None = None
+
+    @property
+    def built(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "built"]
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def backend_totals(self) -> dict[str, dict[str, Any]]:
+        totals: dict[str, dict[str, Any]] = {}
+        for f in self.files:
+            t = totals.setdefault(f.backend, {"size": 0, "float32_size": 0, "complete": True})
+            if f.size is None or not f.float32_size:
+                t["complete"] = False
+                continue
+            t["size"] += f.size
+            t["float32_size"] += f.float32_size
+        for t in totals.values():
+            t["ratio_to_float32"] = (t["size"] / t["float32_size"]
+                                     if t["complete"] and t["float32_size"] else None)
+        return totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "build_id": self.build_id,
+            "out_dir": str(self.out_dir),
+            "manifest": str(self.manifest_path),
+            "seconds": round(self.seconds, 2),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "built": len(self.built), "skipped": len(self.skipped), "failed": len(self.failed),
+            "conversions": self.conversions,
+            "calibration": self.calibration,
+            "files": [f.as_dict() for f in self.files],
+            "backends": self.backend_totals(),
+        }
+
+
+class Reporter(Protocol):
+    """Progress callbacks; all are called from the building thread."""
+
+    def start(self, jobs: Sequence[FileJob]) -> None: ...
+
+    def status(self, filename: str, text: str) -> None: ...
+
+    def done(self, result: FileResult) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class NullReporter:
+    def start(self, jobs: Sequence[FileJob]) -> None:
+        pass
+
+    def status(self, filename: str, text: str) -> None:
+        pass
+
+    def done(self, result: FileResult) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _calibration_description(options: BuildOptions) -> dict[str, Any]:
+    n = options.calibration_frames
+    if options.calibration_videos:
+        videos = []
+        for path in options.calibration_videos:
+            path = Path(path).expanduser()
+            videos.append({"name": path.name, "sha256": mf.sha256_file(path)})
+        return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
+    if options.frame_source is not None:
+        return {"source": options.frame_source_name, "frames": n}
+    return {"source": "synthetic", "frames": n,
+            "generator": "uvq_int8.synthetic.calibration_frames"}
+
+
+def plan_build(options: BuildOptions) -> BuildPlan:
+    """Check inputs and decide, per file, whether to build it. Writes nothing."""
+    from uvq_int8 import quantize
+
+    backends = resolve_backends(options.backends)
+    checkpoints = {net: Path(options.checkpoints[net]).expanduser() for net in NETS}
+    for net, path in checkpoints.items():
+        if not path.is_file():
+            raise CheckpointMissingError(f"{net} checkpoint not found: {path}"
+                                         + (" (it is a directory)" if path.is_dir() else ""))
+    if options.calibration_frames < 1:
+        raise BuildError(f"--calibration-frames must be at least 1, got "
+                         f"{options.calibration_frames}")
+    for video in options.calibration_videos:
+        video = Path(video).expanduser()
+        if not video.is_file():
+            raise VideoError(f"calibration video not found: {video}")
+    out_dir = Path(options.out_dir).expanduser()
+    _check_writable(out_dir)
+
+    notes: list[str] = []
+    try:
+        manifest = mf.load(out_dir)
+    except mf.ManifestVersionError as exc:
+        if not options.force:
+            raise BuildError(f"{exc}, or use --force to replace it") from None
+        notes.append(f"{exc}; --force: it will be replaced")
+        manifest = mf.Manifest()
+    except mf.ManifestError as exc:
+        notes.append(f"{exc}; it will be replaced and every requested file rebuilt")
+        manifest = mf.Manifest()
+
+    refs = {net: {"path": str(path.resolve()), "sha256": mf.sha256_file(path)}
+            for net, path in checkpoints.items()}
+    needs_calibration = any(quantize.get_recipe(b.recipes[net]).calibrated
+                            for b in backends for net in NETS)
+    calibration = _calibration_description(options) if needs_calibration else None
+
+    sha_cache: dict[Path, str | None] = {}
+
+    def file_sha(path: Path) -> str | None:
+        if path not in sha_cache:
+            sha_cache[path] = mf.sha256_file(path) if path.is_file() else None
+        return sha_cache[path]
+
+    jobs: list[FileJob] = []
+    seen: dict[str, FileJob] = {}
+    for backend in backends:
+        for net, filename in backend.filenames().items():
+            recipe = backend.recipes[net]
+            recipe_calibration = calibration if quantize.get_recipe(recipe).calibrated else None
+            opts = quantize.recipe_options(recipe, recipe_calibration)
+            if filename in seen:
+                if (seen[filename].recipe, seen[filename].options) != (recipe, opts):
+                    raise BuildError(f"backends {seen[filename].backend!r} and {backend.name!r} "
+                                     f"both name {filename} but with different recipes")
+                continue
+            reason = _rebuild_reason(manifest.files.get(filename), out_dir / filename, net,
+                                     recipe, opts, refs[net]["sha256"], options.force, file_sha)
+            job = FileJob(backend.name, net, filename, recipe, opts, reason)
+            seen[filename] = job
+            jobs.append(job)
+
+    float_sources: dict[str, Path] = {}
+    if not options.force:
+        float_opts = quantize.recipe_options("float32")
+        for net in NETS:
+            for name, entry in sorted(manifest.files.items()):
+                path = out_dir / name
+                if (entry.get("net") == net and entry.get("recipe") == "float32"
+                        and _rebuild_reason(entry, path, net, "float32", float_opts,
+                                            refs[net]["sha256"], False, file_sha) is None):
+                    float_sources[net] = path
+                    break
+    return BuildPlan(options, out_dir, [b.name for b in backends], refs, jobs, manifest,
+                     calibration, float_sources, notes)
+
+
+def _rebuild_reason(entry: Mapping[str, Any] | None, path: Path, net: str, recipe: str,
+                    options: Mapping[str, Any], checkpoint_sha: str, force: bool,
+                    file_sha: Callable[[Path], str | None]) -> str | None:
+    if force:
+        return "forced"
+    if entry is None:
+        return "new" if not path.exists() else "not in the manifest"
+    if entry.get("net") != net:
+        return "manifest entry is for another net"
+    if entry.get("checkpoint", {}).get("sha256") != checkpoint_sha:
+        return "checkpoint changed"
+    if entry.get("recipe") != recipe:
+        return "recipe changed"
+    if entry.get("recipe_options") != options:
+        return "recipe options changed"
+    if not path.is_file():
+        return "file missing"
+    if path.stat().st_size != entry.get("size") or file_sha(path) != entry.get("sha256"):
+        return "file does not match its recorded sha256"
+    return None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _tool_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+class _MemorySampler:
+    """Peak of (this process + running conversion processes) RSS, sampled from /proc.
+
+    getrusage gives each process's own peak; this gives what the machine had to hold.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.children: set[int] = set()
+        self.peak = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss(pid: int | str) -> int:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def sample(self) -> None:
+        with self._lock:
+            pids = list(self.children)
+        total = self._rss("self") + sum(self._rss(pid) for pid in pids)
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "_MemorySampler":
+        if os.path.exists("/proc/self/statm"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.sample()
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self.children.add(pid)
+
+    def remove(self, pid: int) -> None:
+        with self._lock:
+            self.children.discard(pid)
+
+
+def _peak_rss(sampler: _MemorySampler | None) -> dict[str, int]:
+    from uvq_int8.convert import peak_rss_bytes
+
+    own, kids = peak_rss_bytes(), peak_rss_bytes(children=True)
+    out = {"self": own, "children": kids, "max": max(own, kids)}
+    if sampler is not None and sampler.peak:
+        out["concurrent"] = sampler.peak
+    return out
+
+
+def _validate_checkpoints(plan: BuildPlan, nets: Iterable[str]) -> None:
+    """Strict load of each checkpoint that will be converted (imports torch)."""
+    from uvq_int8 import nets as torch_nets
+
+    for net in nets:
+        core = torch_nets.load_core(net, plan.options.checkpoints[net])  # CheckpointError
+        del core
+
+
+class _FrameStore:
+    """Calibration frames kept on disk, one .npy each, so memory holds one at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.paths: list[Path] = []
+
+    def add(self, frame) -> None:
+        import numpy as np
+
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise BuildError(f"calibration frames must be uint8 [H,W,3], got {frame.dtype} "
+                             f"{list(frame.shape)}")
+        path = self.directory / f"frame{len(self.paths):04d}.npy"
+        np.save(path, frame)
+        self.paths.append(path)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Any]:
+        import numpy as np
+
+        for path in self.paths:
+            yield np.load(path)
+
+
+def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[dict[str, Any]]:
+    """Up to ``n`` 1-fps frames from the start of each video, shared out evenly."""
+    try:
+        from uvq_int8 import video as video_mod
+    except ImportError:
+        raise BuildError("decoding calibration videos needs uvq_int8.video, which is not "
+                         "available in this install") from None
+    used = []
+    for i, path in enumerate(videos):
+        path = Path(path).expanduser()
+        quota = math.ceil((n - len(store)) / (len(videos) - i))
+        taken = 0
+        if quota > 0:
+            frames = video_mod.iter_frames(path, fps=1, transpose=_is_portrait(video_mod, path))
+            try:
+                for frame in frames:
+                    if not frame.any():
+                        continue  # upstream pads a short decode with black frames
+                    store.add(frame)
+                    taken += 1
+                    if taken >= quota:
+                        break
+            finally:
+                close = getattr(frames, "close", None)
+                if close:
+                    close()
+        used.append({"path": str(path.resolve()), "frames": taken})
+    if not len(store):
+        raise VideoError("no frames could be decoded from the calibration videos: "
+                         + ", ".join(str(v) for v in videos))
+    return used
+
+
+def _is_portrait(video_mod: Any, path: Path) -> bool:
+    # Upstream transposes portrait videos before scaling to 1920x1080.
+    probe = getattr(video_mod, "probe", None)
+    if probe is None:
+        return False
+    try:
+        info = probe(path)
+    except Exception:  # the decode that follows reports a broken video properly
+        return False
+    width, height = getattr(info, "width", None), getattr(info, "height", None)
+    return bool(width and height and width < height)
+
+
+def _frame_source(options: BuildOptions) -> FrameSource:
+    """The calibration frame generator, resolved before any conversion starts."""
+    if options.frame_source is not None:
+        return options.frame_source
+    try:
+        from uvq_int8.synthetic import calibration_frames
+    except ImportError as exc:
+        raise BuildError(f"the built-in calibration frames are not available ({exc}); "
+                         f"give --calibration-videos") from None
+    return calibration_frames
+
+
+def _io_ports(net: str, info) -> tuple[list[dict], list[dict]]:
+    from uvq_int8.convert import INPUT_ROLES, OUTPUT_ROLES
+
+    def ports(items, roles, prefix):
+        out = []
+        for position, port in enumerate(items):
+            # The signature names (args_N / output_N) carry the export's order.
+            name = port.signature_name or f"{prefix}{position}"
+            digits = "".join(ch for ch in name if ch.isdigit())
+            order = int(digits) if digits else position
+            role = roles[order] if order < len(roles) else None
+            out.append({"index": port.index, "name": port.name,
+                        "signature_name": port.signature_name, "role": role,
+                        "shape": list(port.shape), "dtype": port.dtype,
+                        "scale": port.scale, "zero_point": port.zero_point})
+        return out
+
+    return (ports(info.inputs, INPUT_ROLES[net], "args_"),
+            ports(info.outputs, OUTPUT_ROLES[net], "output_"))
+
+
+def _check_ports(net: str, filename: str, inputs: list[dict], outputs: list[dict]) -> None:
+    from uvq_int8.convert import OUTPUT_ROLES
+    from uvq_int8.quantize import QuantizationError
+
+    roles = [p["role"] for p in outputs]
+    if roles != list(OUTPUT_ROLES[net]):
+        # Hosts such as the fork read output_details()[0] as the score.
+        raise QuantizationError(f"{filename}: outputs are {roles} in subgraph order, "
+                                f"expected {list(OUTPUT_ROLES[net])}")
+
+
+class _Builder:
+    def __init__(self, plan: BuildPlan, reporter: Reporter, tmp: Path,
+                 sampler: _MemorySampler) -> None:
+        self.plan = plan
+        self.reporter = reporter
+        self.tmp = tmp
+        self.sampler = sampler
+        self.build_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        self.results: dict[str, FileResult] = {}
+        self.conversions: list[dict[str, Any]] = []
+        self.frames: _FrameStore | None = None
+        self.source: FrameSource | None = None
+        self.calibration_record: dict[str, Any] | None = None
+        self.float32_sizes: dict[str, int] = {}
+
+    # -- frames ---------------------------------------------------------------
+
+    def prepare_frames(self) -> None:
+        """Resolve the frame source; decode calibration videos now, before converting."""
+        options = self.plan.options
+        if not any(j.options.get("calibration") for j in self.plan.to_build):
+            return
+        if not options.calibration_videos:
+            self.source = _frame_source(options)
+            return
+        self.frames = _FrameStore(self.tmp)
+        used = _decode_videos(options.calibration_videos, options.calibration_frames, self.frames)
+        self.calibration_record = {**self.plan.calibration, "videos_used": used,
+                                   "frames_used": len(self.frames)}
+
+    def ensure_frames(self) -> _FrameStore:
+        if self.frames is not None:
+            return self.frames
+        options = self.plan.options
+        self.frames = _FrameStore(self.tmp)
+        source = self.source or _frame_source(options)
+        for i, frame in enumerate(source(options.calibration_frames)):
+            if i >= options.calibration_frames:
+                break
+            self.frames.add(frame)
+        if not len(self.frames):
+            raise BuildError("the calibration frame source gave no frames")
+        self.calibration_record = {**(self.plan.calibration or {}),
+                                   "frames_used": len(self.frames)}
+        return self.frames
+
+    # -- per net --------------------------------------------------------------
+
+    def convert(self, net: str) -> Path:
+        from uvq_int8.convert import convert_in_subprocess
+
+        out = self.tmp / f"{net}_net.float32.tflite"
+        threads = 1 if self.plan.options.jobs > 1 else self.plan.options.threads
+        result = convert_in_subprocess(net, self.plan.options.checkpoints[net], out,
+                                       self.tmp / f"{net}.convert.log", threads=threads,
+                                       on_start=self.sampler.add, on_exit=self.sampler.remove)
+        record = asdict(result)
+        record.pop("path")  # a temp file, gone after the build
+        self.conversions.append(record)
+        return out
+
+    def make_files(self, net: str, float_path: Path) -> None:
+        from uvq_int8 import quantize
+        from uvq_int8.tflite_info import read_model_info
+
+        float_model = float_path.read_bytes()
+        self.float32_sizes[net] = len(float_model)
+        signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
+        jobs = [j for j in self.plan.to_build if j.net == net]
+        # float32 copies first: they are ready at once; the calibrated recipe is slowest.
+        jobs.sort(key=lambda j: (j.recipe != "float32", quantize.get_recipe(j.recipe).calibrated))
+        calibration_result = None
+        for job in jobs:
+            recipe = quantize.get_recipe(job.recipe)
+            try:
+                if recipe.calibrated and calibration_result is None:
+                    calibration_result = self._calibrate(net, job, float_model, signature_input)
+                self.reporter.status(job.filename, "quantizing" if recipe.quantized_dtype
+                                     else "writing")
+                data = quantize.quantize_model(job.recipe, float_model,
+                                               calibration_result if recipe.calibrated else None)
+                info = read_model_info(data)
+                quantize.check_quantized(job.recipe, info)
+                inputs, outputs = _io_ports(net, info)
+                _check_ports(net, job.filename, inputs, outputs)
+            except quantize.QuantizationError as exc:
+                self._finish(FileResult(job.backend, net, job.filename, job.recipe, "failed",
+                                        str(exc), float32_size=len(float_model)))
+                continue
+            self._write(job, data, info, inputs, outputs)
+
+    def _calibrate(self, net: str, job: FileJob, float_model: bytes, signature_input: str):
+        from uvq_int8 import frames as F
+        from uvq_int8 import quantize
+
+        store = self.ensure_frames()
+        total = len(store)
+
+        def samples():
+            for i, frame in enumerate(store):
+                self.reporter.status(job.filename, f"calibrating {i + 1}/{total}")
+                content, patches = F.net_inputs(frame)
+                yield {signature_input: content if net == "content" else patches}
+                self.sampler.sample()
+
+        qsvs, stats = quantize.calibrate(float_model, samples(), threads=self.plan.options.threads)
+        record = self.calibration_record if self.calibration_record is not None else {}
+        record.setdefault("nets", {})[net] = {"frames": stats.frames, "tensors": stats.tensors,
+                                              "seconds": round(stats.seconds, 2)}
+        self.calibration_record = record
+        return qsvs
+
+    def _write(self, job: FileJob, data: bytes, info, inputs: list[dict],
+               outputs: list[dict]) -> None:
+        out_path = self.plan.out_dir / job.filename
+        mf.atomic_write_bytes(out_path, data)
+        sha = mf.sha256_bytes(data)
+        entry = mf.file_entry(
+            filename=job.filename, backend=job.backend, net=job.net, recipe=job.recipe,
+            recipe_options=job.options, size=len(data), sha256=sha,
+            checkpoint=dict(self.plan.checkpoints[job.net]), built_at=mf.utc_now(),
+            build_id=self.build_id, tensors_by_dtype=info.tensors_by_dtype,
+            constant_tensors_by_dtype=info.constant_tensors_by_dtype,
+            quantized_tensors_by_dtype=info.quantized_tensors_by_dtype,
+            conv_weights_by_dtype=info.conv_weights_by_dtype,
+            int4_conv_weights=info.int4_conv_weights, ops_by_name=info.ops_by_name,
+            inputs=inputs, outputs=outputs)
+        mf.update(self.plan.out_dir, {job.filename: entry})
+        self._finish(FileResult(job.backend, job.net, job.filename, job.recipe, "built",
+                                job.reason, len(data), sha, self.float32_sizes.get(job.net),
+                                dict(info.quantized_tensors_by_dtype), info.int4_conv_weights))
+
+    def stop_workers(self) -> None:
+        import signal
+
+        with self.sampler._lock:
+            pids = list(self.sampler.children)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _finish(self, result: FileResult) -> None:
+        self.results[result.filename] = result
+        self.reporter.done(result)
+
+
+def _skipped_result(job: FileJob, entry: Mapping[str, Any], float_size: int | None) -> FileResult:
+    return FileResult(job.backend, job.net, job.filename, job.recipe, "skipped", "up to date",
+                      entry.get("size"), entry.get("sha256"), float_size,
+                      dict(entry.get("quantized_tensors_by_dtype", {})),
+                      int(entry.get("int4_conv_weights", 0)))
+
+
+def build(options: BuildOptions, reporter: Reporter | None = None,
+          raise_on_failure: bool = True) -> BuildSummary:
+    """Build (or skip, when up to date) every file of the requested backends."""
+    started = time.perf_counter()
+    started_at = mf.utc_now()
+    reporter = reporter or NullReporter()
+    plan = plan_build(options)
+    for note in plan.notes:
+        reporter.note(note)
+
+    if plan.to_build:
+        require_build_tools()
+        _validate_checkpoints(plan, plan.nets_to_convert)
+
+    reporter.start(plan.jobs)
+    for job in plan.to_skip:
+        reporter.done(_skipped_result(job, plan.manifest.files[job.filename], None))
+    try:
+        with tempfile.TemporaryDirectory(prefix="uvq-int8-build-") as tmp, \
+                _MemorySampler() as sampler:
+            builder = _Builder(plan, reporter, Path(tmp), sampler)
+            if plan.to_build:
+                builder.prepare_frames()  # a broken video stops the build before conversion
+                plan.out_dir.mkdir(parents=True, exist_ok=True)
+                _run(plan, builder)
+    finally:
+        reporter.stop()
+
+    results = _collect_results(plan, builder)
+    peak = _peak_rss(sampler)
+    summary = BuildSummary(plan.out_dir, mf.manifest_path(plan.out_dir), results,
+                           time.perf_counter() - started, peak, builder.conversions,
+                           builder.calibration_record, builder.build_id if plan.to_build else None)
+    if plan.to_build:
+        record = {
+            "build_id": builder.build_id, "started_at": started_at, "finished_at": mf.utc_now(),
+            "seconds": round(summary.seconds, 2), "tools": _tool_versions(),
+            "checkpoints": plan.checkpoints, "calibration": builder.calibration_record,
+            "peak_rss_bytes": peak, "conversions": builder.conversions,
+            "backends": plan.backends,
+            "built": [f.filename for f in summary.built],
+            "skipped": [f.filename for f in summary.skipped],
+            "failed": [f.filename for f in summary.failed],
+        }
+        mf.update(plan.out_dir, build=record)
+    if raise_on_failure and summary.failed:
+        raise BuildError("; ".join(f"{f.filename}: {f.reason}" for f in summary.failed))
+    return summary
+
+
+def _run(plan: BuildPlan, builder: _Builder) -> None:
+    to_convert = plan.nets_to_convert
+    for net in to_convert:
+        for job in plan.to_build:
+            if job.net == net:
+                builder.reporter.status(job.filename, "waiting for the float32 conversion")
+    with ThreadPoolExecutor(max_workers=max(1, plan.options.jobs)) as pool:
+        futures: dict[Future, str] = {pool.submit(builder.convert, net): net for net in to_convert}
+        try:
+            if to_convert and any(j.options.get("calibration") for j in plan.to_build):
+                builder.ensure_frames()  # the main thread is free while the workers convert
+            # Nets with a current float32 file need no conversion: derive their files now.
+            for net in NETS:
+                if net in plan.float_sources and any(j.net == net for j in plan.to_build):
+                    builder.make_files(net, plan.float_sources[net])
+            pending = dict(futures)
+            while pending:
+                done = _wait_any(pending)
+                net = pending.pop(done)
+                builder.make_files(net, done.result())  # re-raises a conversion error
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            builder.stop_workers()  # else the pool would wait for running conversions
+            raise
+
+
+def _wait_any(pending: Mapping[Future, str]) -> Future:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    # Prefer the net that finished first in CONVERSION_ORDER for a stable order.
+    return min(done, key=lambda f: CONVERSION_ORDER.index(pending[f]))
+
+
+def _collect_results(plan: BuildPlan, builder: _Builder) -> list[FileResult]:
+    float_sizes = dict(builder.float32_sizes)
+    for net, path in plan.float_sources.items():
+        float_sizes.setdefault(net, path.stat().st_size)
+    for entry in plan.manifest.files.values():
+        net = entry.get("net")
+        if (entry.get("recipe") == "float32" and net in NETS
+                and entry.get("checkpoint", {}).get("sha256") == plan.checkpoints[net]["sha256"]):
+            float_sizes.setdefault(net, entry["size"])
+    results = []
+    for job in plan.jobs:
+        if job.filename in builder.results:
+            result = builder.results[job.filename]
+            if result.float32_size is None:
+                result.float32_size = float_sizes.get(job.net)
+        elif job.reason is None:
+            result = _skipped_result(job, plan.manifest.files[job.filename],
+                                     float_sizes.get(job.net))
+        else:  # interrupted before this file was reached
+            result = FileResult(job.backend, job.net, job.filename, job.recipe, "failed",
+                                "not built")
+        results.append(result)
+    return results

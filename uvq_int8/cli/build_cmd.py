@@ -1,0 +1,187 @@
+"""``uvq-int8 build``: parse, call ``uvq_int8.build``, show progress and a size table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from uvq_int8.build import DEFAULT_CALIBRATION_FRAMES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("checkpoints (per-net paths override the directories)")
+    src.add_argument("--uvq-root", metavar="DIR",
+                     help="a google/uvq clone: reads uvq1p5_pytorch/checkpoints/*.pth and writes "
+                          "to DIR/models/tflite_models/uvq1.5/ unless --out is given")
+    src.add_argument("--checkpoints", metavar="DIR",
+                     help="directory with content_net.pth, distortion_net.pth, aggregation_net.pth")
+    for net in ("content", "distortion", "aggregation"):
+        src.add_argument(f"--{net}", metavar="PATH", help=f"the {net} net checkpoint")
+    p.add_argument("--backend", default="all", metavar="NAMES",
+                   help="'all' (default) or a comma list, e.g. float32,int8-static")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default: see --uvq-root, else the per-user model "
+                        "directory)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild every requested file, even when it is up to date")
+    cal = p.add_argument_group("calibration (int8-static)")
+    cal.add_argument("--calibration-videos", nargs="+", metavar="VIDEO", default=[],
+                     help="videos to take calibration frames from (1 frame per second); "
+                          "default: built-in synthetic frames")
+    cal.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
+                     metavar="N", help=f"number of calibration frames "
+                                       f"(default {DEFAULT_CALIBRATION_FRAMES})")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="conversions to run at once, one process each (default: 2 on 2+ cores)")
+    p.add_argument("--threads", type=int, metavar="N", help="interpreter threads for calibration")
+    p.add_argument("--quiet", action="store_true", help="no progress display and no table")
+    p.add_argument("--json", action="store_true", help="print the build summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uvq_int8 import build as _build
+
+    checkpoints = _build.resolve_checkpoints(args.uvq_root, args.checkpoints, args.content,
+                                             args.distortion, args.aggregation)
+    out_dir = Path(args.out).expanduser() if args.out else _build.default_out_dir(args.uvq_root)
+    extra: dict[str, Any] = {}
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise _build.BuildError(f"--jobs must be at least 1, got {args.jobs}")
+        extra["jobs"] = args.jobs
+    if args.threads is not None:
+        if args.threads < 1:
+            raise _build.BuildError(f"--threads must be at least 1, got {args.threads}")
+        extra["threads"] = args.threads
+    options = _build.BuildOptions(
+        checkpoints=checkpoints, out_dir=out_dir, backends=args.backend, force=args.force,
+        calibration_videos=[Path(v).expanduser() for v in args.calibration_videos],
+        calibration_frames=args.calibration_frames, **extra)
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 132))  # a log file: do not squeeze the table
+    show_progress = not (args.quiet or args.json) and console.is_terminal
+    reporter = RichReporter(console) if show_progress else _NoteReporter()
+    summary = _build.build(options, reporter=reporter, raise_on_failure=False)
+
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    elif not args.quiet:
+        console.print(summary_table(summary))
+        console.print(summary_line(summary))
+    for failed in summary.failed:
+        print(f"uvq-int8: error: {failed.filename}: {failed.reason}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+class _NoteReporter:
+    """No progress display; notes (e.g. a replaced manifest) still reach stderr."""
+
+    def start(self, jobs) -> None:
+        pass
+
+    def status(self, filename: str, text: str) -> None:
+        pass
+
+    def done(self, result) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        print(f"uvq-int8: warning: {message}", file=sys.stderr)
+
+    def stop(self) -> None:
+        pass
+
+
+class RichReporter(_NoteReporter):
+    """One progress row per model file."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(finished_text="[green]✓"),
+                                 TextColumn("{task.fields[backend]:<17}"),
+                                 TextColumn("{task.fields[file]:<36}"),
+                                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, jobs: Sequence) -> None:
+        for job in jobs:
+            state = "waiting" if job.reason else "up to date"
+            self.tasks[job.filename] = self.progress.add_task(
+                job.filename, total=1, backend=job.backend, file=job.filename, state=state,
+                start=job.reason is not None)
+        self.progress.start()
+
+    def status(self, filename: str, text: str) -> None:
+        task = self.tasks.get(filename)
+        if task is not None:
+            self.progress.update(task, state=text)
+
+    def done(self, result) -> None:
+        task = self.tasks.get(result.filename)
+        if task is None:
+            return
+        state = {"built": "[green]built", "skipped": "[dim]up to date",
+                 "failed": "[red]FAILED"}.get(result.status, result.status)
+        self.progress.update(task, completed=1, state=state)
+        self.progress.stop_task(task)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {message}")
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:.2f} MB"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{dtype} {n}" for dtype, n in sorted(counts.items())) or "-"
+
+
+def summary_table(summary):
+    from rich.table import Table
+
+    table = Table(title=f"Model files in {summary.out_dir}")
+    for name, justify in (("backend", "left"), ("file", "left"), ("status", "left"),
+                          ("size", "right"), ("vs float32", "right"),
+                          ("quantized tensors", "left"), ("int4 conv", "right")):
+        table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                         no_wrap=name in ("backend", "file"))
+    totals = summary.backend_totals()
+    by_backend: dict[str, list] = {}
+    for f in summary.files:
+        by_backend.setdefault(f.backend, []).append(f)
+    for backend, files in by_backend.items():
+        for i, f in enumerate(files):
+            ratio = f.ratio_to_float32
+            status = {"failed": "[red]failed", "built": "[green]built"}.get(f.status, f.status)
+            table.add_row(backend if i == 0 else "", f.filename, status, _mb(f.size),
+                          "-" if ratio is None else f"x{ratio:.2f}",
+                          _counts(f.quantized_tensors_by_dtype), str(f.int4_conv_weights or "-"))
+        total = totals.get(backend, {})
+        ratio = total.get("ratio_to_float32")
+        table.add_row("", "[bold]total", "", f"[bold]{_mb(total.get('size'))}",
+                      "-" if ratio is None else f"[bold]x{ratio:.2f}", "", "",
+                      end_section=True)
+    return table
+
+
+def summary_line(summary) -> str:
+    peak = summary.peak_rss_bytes
+    memory = f"peak memory {peak.get('concurrent', peak['max']) / 1e9:.2f} GB"
+    memory += (f" (build process {peak['self'] / 1e9:.2f} GB, largest conversion "
+               f"{peak['children'] / 1e9:.2f} GB)")
+    return (f"built {len(summary.built)}, up to date {len(summary.skipped)}, failed "
+            f"{len(summary.failed)} in {summary.seconds:.1f} s; {memory}; "
+            f"manifest {summary.manifest_path}")

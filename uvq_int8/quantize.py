@@ -1,0 +1,227 @@
+"""The recipes: a float32 .tflite in, a quantized .tflite out (ai-edge-quantizer).
+
+Every quantizing recipe starts from the float32 file that ``convert`` wrote,
+so each net goes through litert-torch once per build. FINDINGS.md explains the
+choices: litert-torch's blockwise INT4 recipe quantizes no convolution, so
+int4 uses ai-edge-quantizer's ``dynamic_wi4_afp32``; static int8 calibrates
+frame by frame in profiler mode (1.3 GB instead of 11 GB) and averages the
+per-frame ranges (better than their union).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from uvq_int8.errors import UserError
+from uvq_int8.tflite_info import ModelInfo
+
+# Bump when a recipe's implementation changes the files it makes: the build
+# then rebuilds those files even though checkpoints and options are unchanged.
+RECIPE_VERSION = 1
+
+
+class QuantizationError(UserError):
+    """A recipe failed, or produced a file in which nothing was quantized."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    # dtype the recipe must leave in the file (None: float32, nothing to check)
+    quantized_dtype: str | None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    calibrated: bool = False
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("float32", None, {"tool": "litert-torch"}),
+    Recipe("fp16_weights", "float16",
+           {"tool": "ai-edge-quantizer", "algorithm": "float_casting", "weights": "float16",
+            "explicit_dequantize": True}),
+    Recipe("dynamic_wi8_afp32", "int8",
+           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
+            "activations": "dynamic int8"}),
+    Recipe("weight_only_wi8_afp32", "int8",
+           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
+            "activations": "float32", "explicit_dequantize": True}),
+    Recipe("dynamic_wi4_afp32", "int4",
+           {"tool": "ai-edge-quantizer", "weights": "int4", "granularity": "channelwise",
+            "activations": "dynamic"}),
+    Recipe("static_wi8_ai8", "int8",
+           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
+            "activations": "int8", "calibration_mode": "profiler", "range_merge": "mean"},
+           calibrated=True),
+)}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise QuantizationError(f"uvq-int8 build cannot make recipe {name!r}; "
+                                f"known recipes: {', '.join(RECIPES)}") from None
+
+
+def recipe_options(name: str, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options recorded in the manifest; a file is rebuilt when they change."""
+    recipe = get_recipe(name)
+    options: dict[str, Any] = {"recipe_version": RECIPE_VERSION, **recipe.options}
+    if recipe.calibrated:
+        if calibration is None:
+            raise ValueError(f"recipe {name} needs a calibration description")
+        options["calibration"] = dict(calibration)
+    return options
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Send fd 2 (tqdm bars, absl logs from the C++ side) to a scratch file meanwhile.
+
+    Only stderr: the build's progress display draws on stdout from another thread.
+    """
+    with tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _quantizer_modules():
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported
+    try:
+        from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe, recipe_manager
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    except ImportError:
+        raise QuantizationError("ai-edge-quantizer is not installed: "
+                                "pip install 'uvq-int8[build]'") from None
+    return calibrator, qtyping, quantizer, recipe, recipe_manager, AlgorithmName
+
+
+def _recipe_config(name: str):
+    _, qtyping, _, recipe, _, algorithms = _quantizer_modules()
+    if name == "fp16_weights":
+        from ai_edge_quantizer import recipe_manager
+
+        manager = recipe_manager.RecipeManager()
+        manager.add_weight_only_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 16,
+                                       algorithm_key=algorithms.FLOAT_CASTING)
+        return manager.get_quantization_recipe()
+    builders: dict[str, Callable[[], Any]] = {
+        "dynamic_wi8_afp32": recipe.dynamic_wi8_afp32,
+        "weight_only_wi8_afp32": recipe.weight_only_wi8_afp32,
+        "dynamic_wi4_afp32": recipe.dynamic_wi4_afp32,
+        "static_wi8_ai8": recipe.static_wi8_ai8,
+    }
+    return builders[name]()
+
+
+@dataclass(frozen=True)
+class CalibrationStats:
+    frames: int
+    tensors: int
+    seconds: float
+
+
+def calibrate(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
+              threads: int = 2) -> tuple[dict[str, dict[str, np.ndarray]], CalibrationStats]:
+    """Per-tensor min/max averaged over samples, one sample in memory at a time.
+
+    ``inputs`` yields one {signature input name: array} per frame.
+    """
+    import time
+
+    calibrator, _, _, _, recipe_manager, _ = _quantizer_modules()
+    started = time.perf_counter()
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(_recipe_config("static_wi8_ai8"))
+    try:
+        with quiet_native_output():
+            calib = calibrator.Calibrator(
+                bytes(float_model), num_threads=threads,
+                mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
+    except Exception as exc:
+        raise QuantizationError(f"ai-edge-quantizer cannot calibrate this model: {exc}") from None
+    signature = next(iter(calib.get_signature_list()))
+    sums: dict[str, list] = {}
+    frames = 0
+    for sample in inputs:
+        calib.reset_model_qsvs()  # this frame's ranges only; we average them ourselves
+        try:
+            with quiet_native_output():
+                calib.calibrate({signature: [dict(sample)]}, manager)
+        except Exception as exc:
+            raise QuantizationError(f"calibration failed on frame {frames + 1}: {exc}") from None
+        for name, qsv in calib.get_model_qsvs().items():
+            acc = sums.get(name)
+            lo, hi = np.asarray(qsv["min"], np.float64), np.asarray(qsv["max"], np.float64)
+            if acc is None:
+                sums[name] = [lo.copy(), hi.copy(), 1]
+            else:
+                acc[0] += lo
+                acc[1] += hi
+                acc[2] += 1
+        frames += 1
+    if not frames:
+        raise QuantizationError("calibration got no frames")
+    qsvs = {name: {"min": (lo / n).astype(np.float32), "max": (hi / n).astype(np.float32)}
+            for name, (lo, hi, n) in sums.items()}
+    return qsvs, CalibrationStats(frames, len(qsvs), time.perf_counter() - started)
+
+
+def quantize_model(recipe_name: str, float_model: bytes,
+                   calibration_result: Mapping[str, Any] | None = None) -> bytes:
+    """Apply a recipe to a float32 flatbuffer; returns the new flatbuffer."""
+    recipe = get_recipe(recipe_name)
+    if recipe.quantized_dtype is None:
+        return bytes(float_model)
+    if recipe.calibrated and calibration_result is None:
+        raise ValueError(f"recipe {recipe_name} needs a calibration result")
+    _, _, quantizer, _, _, _ = _quantizer_modules()
+    try:
+        with quiet_native_output(), warnings.catch_warnings():
+            # Its sufficiency check opens a debug interpreter and warns about that.
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            q = quantizer.Quantizer(bytearray(float_model), _recipe_config(recipe_name))
+            result = q.quantize(calibration_result=dict(calibration_result or {}) or None,
+                                enable_progress_bar=False, enable_progress_report=False)
+    except QuantizationError:
+        raise
+    except Exception as exc:
+        raise QuantizationError(
+            f"ai-edge-quantizer failed on recipe {recipe_name}: {exc}") from None
+    return bytes(result.quantized_model)
+
+
+def check_quantized(recipe_name: str, info: ModelInfo) -> None:
+    """Refuse a "quantized" file in which the recipe quantized nothing."""
+    recipe = get_recipe(recipe_name)
+    dtype = recipe.quantized_dtype
+    if dtype is None:
+        if info.quantized_tensors:
+            raise QuantizationError(f"a float32 file has quantized tensors: "
+                                    f"{info.quantized_tensors_by_dtype}")
+        return
+    if info.quantized_tensors_by_dtype.get(dtype, 0) == 0:
+        raise QuantizationError(
+            f"recipe {recipe_name} quantized no tensor to {dtype} (quantized tensors: "
+            f"{info.quantized_tensors_by_dtype or 'none'})")
+    if info.conv_weights_by_dtype.get(dtype, 0) == 0:
+        raise QuantizationError(f"recipe {recipe_name} left every convolution weight "
+                                f"unquantized ({info.conv_weights_by_dtype})")
+    if recipe.calibrated and not all(p.dtype == dtype and p.scale for p in info.inputs):
+        raise QuantizationError(f"recipe {recipe_name} did not make the inputs {dtype}")
