@@ -1,0 +1,172 @@
+"""`uvq` end to end on float32 models built from the reference checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+VIDEOS = ["sample_landscape", "sample_portrait"]
+
+
+def run_uvq(args, env=None, **kw):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", "from uvq_int8.cli import uvq_main; "
+                           "raise SystemExit(uvq_main())", *args],
+                          capture_output=True, text=True, env=full_env, **kw)
+
+
+@pytest.fixture(scope="module")
+def float32_stats(built_models, reference_dir):
+    out = {}
+    for video in VIDEOS:
+        result = run_uvq([str(reference_dir / f"{video}.mp4"), "--backend", "float32",
+                          "--model-dir", str(built_models), "--output_all_stats"])
+        assert result.returncode == 0, result.stderr
+        out[video] = json.loads(result.stdout)
+    return out
+
+
+@pytest.mark.parametrize("video", VIDEOS)
+def test_float32_reproduces_upstream_logits_and_scores(float32_stats, reference_dir, video):
+    golden = np.load(reference_dir / f"{video}.golden.npz")
+    stats = float32_stats[video]
+    assert len(stats["per_frame_logits"]) == len(golden["per_frame_logits"])
+    assert np.abs(np.array(stats["per_frame_logits"]) - golden["per_frame_logits"]).max() < 5e-3
+    assert np.abs(np.array(stats["per_frame_scores"]) - golden["per_frame_scores"]).max() < 1e-4
+    assert abs(stats["uvq1p5_score"] - float(golden["uvq1p5_score"])) < 1e-4
+    assert stats["frame_indices"] == golden["frame_indices"].tolist()
+
+
+def test_all_stats_has_upstream_keys_and_ours(float32_stats, built_models):
+    stats = float32_stats["sample_landscape"]
+    for key in ("uvq1p5_score", "per_frame_scores", "frame_indices", "video_name",
+                "backend", "model_sha256", "per_frame_logits"):
+        assert key in stats
+    assert stats["backend"] == "float32"
+    manifest = json.loads((built_models / "manifest.json").read_text())
+    text = json.dumps(manifest)
+    for sha in stats["model_sha256"].values():
+        assert sha in text
+
+
+def test_portrait_is_transposed_automatically_in_single_mode(float32_stats):
+    assert float32_stats["sample_portrait"]["transpose"] is True
+    assert float32_stats["sample_landscape"]["transpose"] is False
+
+
+def test_plain_output_is_the_score_and_output_file_is_json(built_models, reference_dir, tmp_path):
+    out = tmp_path / "sub" / "stats.json"
+    result = run_uvq([str(reference_dir / "sample_portrait.mp4"), "--model-dir", str(built_models),
+                      "--backend", "float32", "--output", str(out)])
+    assert result.returncode == 0, result.stderr
+    score = float(result.stdout.strip())
+    assert 1.0 <= score <= 5.0
+    assert json.loads(out.read_text())["uvq1p5_score"] == pytest.approx(score)
+
+
+def _selected_files(result) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["model_files"]
+
+
+def test_backend_selection_flag_env_and_config_file(built_models, reference_dir, tmp_path):
+    video = str(reference_dir / "sample_portrait.mp4")
+    cfg = tmp_path / "uvq.toml"
+    cfg.write_text(f'backend = "int8"\nmodel_dir = "{built_models}"\n')
+    base_env = {"XDG_CONFIG_HOME": str(tmp_path / "none"), "UVQ_BACKEND": "",
+                "UVQ_MODEL_DIR": "", "UVQ_CONFIG": ""}
+    # the config file alone
+    files = _selected_files(run_uvq([video, "--output_all_stats"],
+                                    env={**base_env, "UVQ_CONFIG": str(cfg)}))
+    assert files["distortion"].endswith("distortion_net_int8.tflite")
+    # the environment alone, and winning over the file
+    cfg.write_text(f'backend = "fp16"\nmodel_dir = "{built_models}"\n')
+    files = _selected_files(run_uvq([video, "--output_all_stats"],
+                                    env={**base_env, "UVQ_CONFIG": str(cfg), "UVQ_BACKEND": "int8"}))
+    assert files["content"].endswith("content_net_int8.tflite")
+    # the flag wins over the environment
+    files = _selected_files(run_uvq([video, "--output_all_stats", "--backend", "int8"],
+                                    env={**base_env, "UVQ_CONFIG": str(cfg),
+                                         "UVQ_BACKEND": "float32"}))
+    assert files["aggregation"].endswith("aggregation_net_int8.tflite")
+
+
+def test_per_net_mix_scores(built_models, reference_dir):
+    result = run_uvq([str(reference_dir / "sample_portrait.mp4"), "--model-dir", str(built_models),
+                      "--backend", "content=fp16,distortion=int8,aggregation=float32",
+                      "--output_all_stats"])
+    files = _selected_files(result)
+    assert files["content"].endswith("content_net_fp16.tflite")
+    assert files["distortion"].endswith("distortion_net_int8.tflite")
+    assert files["aggregation"].endswith("aggregation_net.tflite")
+
+
+def test_python_api_returns_the_same_dict(built_models, reference_dir, float32_stats):
+    import uvq_int8
+
+    result = uvq_int8.score(reference_dir / "sample_landscape.mp4", backend="float32",
+                            model_dir=built_models, fps=1)
+    expected = float32_stats["sample_landscape"]
+    assert result["per_frame_logits"] == pytest.approx(expected["per_frame_logits"], abs=1e-6)
+    assert set(expected) == set(result)
+
+
+def test_batch_mode_keeps_going_past_a_bad_video_and_resumes(built_models, reference_dir,
+                                                             tmp_path):
+    bad = tmp_path / "not a video.mp4"
+    bad.write_text("hello")
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{reference_dir / 'sample_portrait.mp4'}\n{bad}\n")
+    out = tmp_path / "scores.csv"
+    args = [str(listing), "--output", str(out), "--model-dir", str(built_models),
+            "--backend", "float32"]
+    result = run_uvq(args)
+    assert result.returncode == 1
+    assert "not a video.mp4" in result.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sample_portrait.mp4,")
+    # --resume skips what is already there and scores nothing twice
+    listing.write_text(f"{reference_dir / 'sample_portrait.mp4'}\n")
+    result = run_uvq(args + ["--resume"])
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().splitlines() == lines
+    assert "1 already in" in result.stderr
+
+
+def test_batch_mode_needs_output(reference_dir, tmp_path):
+    listing = tmp_path / "videos.txt"
+    listing.write_text("x.mp4\n")
+    result = run_uvq([str(listing)])
+    assert result.returncode != 0 and "--output" in result.stderr
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p / "missing.mp4", "no such file"),
+    (lambda p: (p / "text.mp4").write_text("not video") and p / "text.mp4", "text.mp4"),
+    (lambda p: (p / "empty.mp4").write_bytes(b"") or p / "empty.mp4", "empty.mp4"),
+])
+def test_bad_videos_are_one_line_errors(built_models, tmp_path, make, needle):
+    path = make(tmp_path)
+    result = run_uvq([str(path), "--model-dir", str(built_models), "--backend", "float32"])
+    assert result.returncode != 0
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_not_built_says_to_build(reference_dir, tmp_path):
+    result = run_uvq([str(reference_dir / "sample_portrait.mp4"), "--model-dir", str(tmp_path),
+                      "--backend", "int4"])
+    assert result.returncode != 0
+    assert "uvq-int8 build" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_uvq([str(tmp_path / "missing.mp4"), "--debug"])
+    assert result.returncode != 0 and "Traceback" in result.stderr
