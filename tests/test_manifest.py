@@ -125,8 +125,10 @@ def test_update_replaces_a_broken_manifest(tmp_path):
 
 def test_runtime_reads_the_hashes_this_schema_writes(tmp_path):
     mf.update(tmp_path, {"content_net_int8.tflite": _entry()})
-    assert runtime.manifest_hashes(tmp_path) == {"content_net_int8.tflite": "ab" * 32}
-    assert runtime.MANIFEST_NAME == mf.MANIFEST_NAME
+    entries = runtime.manifest_entries(tmp_path)
+    assert {name: e["sha256"] for name, e in entries.items()} == {
+        "content_net_int8.tflite": "ab" * 32}
+    assert runtime.manifest_entries(tmp_path / "nothing-here") is None
 
 
 def test_atomic_write_replaces_the_file_in_one_step(tmp_path):

@@ -9,8 +9,6 @@ clear error naming the file instead of a wrong score.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -24,11 +22,12 @@ import numpy as np
 
 from uvq_int8 import frames as F
 from uvq_int8.backends import NETS, BackendLike, get_backend
+from uvq_int8 import manifest as _manifest
 from uvq_int8.errors import ModelFilesError
+from uvq_int8.manifest import MANIFEST_NAME, sha256_file
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 EXPECTED_SHAPES = {
     "content": ([(1, F.CONTENT_SIZE, F.CONTENT_SIZE, 3)], (1, 8, 8, 128)),
     "distortion": ([(F.PATCH_GRID ** 2, F.PATCH_HEIGHT, F.PATCH_WIDTH, 3)], (1, 24, 24, 128)),
@@ -37,26 +36,11 @@ EXPECTED_SHAPES = {
 BUILD_HINT = "run 'uvq-int8 build' to (re)create the model files"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_hashes(model_dir: Path) -> dict[str, str] | None:
-    """filename -> sha256 recorded by ``uvq-int8 build``; None without a manifest."""
-    path = Path(model_dir) / MANIFEST_NAME
-    if not path.is_file():
+def manifest_entries(model_dir: Path) -> dict[str, dict] | None:
+    """filename -> manifest entry written by ``uvq-int8 build``; None without a manifest."""
+    if not _manifest.manifest_path(model_dir).is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"manifest {path} is unreadable ({exc}); {BUILD_HINT}") from None
-    files = data.get("files", {})
-    entries = files.values() if isinstance(files, dict) else files
-    return {e["filename"]: e["sha256"] for e in entries if "filename" in e and "sha256" in e}
+    return _manifest.load(model_dir).files
 
 
 def _interpreter_class():
@@ -88,9 +72,10 @@ class NetRunner:
     """One .tflite file on one interpreter; float32 in, float32 out."""
 
     def __init__(self, net: str, path: str | Path, threads: int,
-                 expected_sha256: str | None = None) -> None:
+                 expected_sha256: str | None = None, entry: Mapping | None = None) -> None:
         self.net = net
         self.path = Path(path)
+        self.entry = dict(entry or {})
         if not self.path.is_file():
             raise ModelFilesError(f"{net} model file not found: {self.path}; {BUILD_HINT}")
         self.sha256 = sha256_file(self.path)
@@ -112,6 +97,7 @@ class NetRunner:
         self.inputs = [self._port(d) for d in self._input_details()]
         self.outputs = [self._port(d) for d in self._output_details()]
         self._check_shapes()
+        self.roles = self._output_roles()
         self._lock = threading.Lock()
 
     def _input_details(self) -> list[dict]:
@@ -149,6 +135,13 @@ class NetRunner:
             raise ModelFilesError(
                 f"{self.path} is not a UVQ 1.5 {self.net} net: inputs {got_in}, outputs {got_out}; "
                 f"expected inputs {want_in}, output {list(want_out)}")
+
+    def _output_roles(self) -> list[str]:
+        """Output roles ("score", "logit") as the manifest records them, else by position."""
+        recorded = {o.get("index"): o.get("role") for o in self.entry.get("outputs", [])}
+        default = ["score", "logit"] if self.net == "aggregation" else ["features"]
+        return [recorded.get(p.index) or (default[i] if i < len(default) else f"output_{i}")
+                for i, p in enumerate(self.outputs)]
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         with self._lock:
@@ -247,10 +240,11 @@ class Models:
 
     def aggregate(self, content: np.ndarray, distortion: np.ndarray) -> tuple[float, float]:
         """(logit, score) for one frame's features."""
-        outs = self.runners["aggregation"].run(content, distortion)
-        score = float(outs[0].reshape(-1)[0])
-        if len(outs) > 1:
-            logit = float(outs[1].reshape(-1)[0])
+        runner = self.runners["aggregation"]
+        outs = dict(zip(runner.roles, runner.run(content, distortion)))
+        score = float(outs["score"].reshape(-1)[0])
+        if "logit" in outs:
+            logit = float(outs["logit"].reshape(-1)[0])
         else:  # an older single-output file: recover the logit (imprecise near saturation)
             logit = float(np.arctanh(np.clip((score - 3.0) / 2.0, -1 + 1e-7, 1 - 1e-7)))
         return logit, score
@@ -286,21 +280,22 @@ def load_models(backend: str | BackendLike, model_dir: str | Path, threads: int,
                 f"{', '.join(Path(m).name for m in missing)}); build them with "
                 f"'uvq-int8 build --backend {spec.name} --out {model_dir}' (with your "
                 f"checkpoints), or point --model-dir / UVQ_MODEL_DIR at a built set")
-        hashes: dict[str, dict[str, str] | None] = {}
+        hashes: dict[Path, dict[str, dict] | None] = {}
         runners = {}
         for net in NETS:
             directory = paths[net].parent
             if directory not in hashes:
-                hashes[directory] = manifest_hashes(directory) if check_manifest else None
+                hashes[directory] = manifest_entries(directory) if check_manifest else None
                 if check_manifest and hashes[directory] is None:
                     log.warning("no %s in %s: model files cannot be checked", MANIFEST_NAME,
                                 directory)
-            expected = (hashes[directory] or {}).get(paths[net].name)
+            entry = (hashes[directory] or {}).get(paths[net].name)
+            expected = entry.get("sha256") if entry else None
             if check_manifest and hashes[directory] is not None and expected is None:
                 # A plugin's own file next to ours: usable, but nothing to check it against.
                 log.warning("%s is not listed in %s; its sha256 cannot be checked",
                             paths[net], directory / MANIFEST_NAME)
-            runner = NetRunner(net, paths[net], threads, expected)
+            runner = NetRunner(net, paths[net], threads, expected, entry)
             runner._mtime = paths[net].stat().st_mtime_ns
             runners[net] = runner
         models = Models(spec.name, model_dir, threads, runners)
