@@ -86,11 +86,16 @@ def run_backend(clip: Path, backend: str, model_dir: Path, threads: int) -> dict
 
 PEAK_RSS_SCRIPT = """
 import json, resource, sys
+from pathlib import Path
+# Linux keeps the peak RSS across fork/exec, so this process would report the
+# benchmark's own peak; reset the high-water mark first, then read VmHWM.
+Path("/proc/self/clear_refs").write_text("5")
 from uvq_int8 import runtime
 from uvq_int8.scoring import ScoreOptions, score_video
 models = runtime.load_models(sys.argv[2], sys.argv[3], int(sys.argv[4]))
 score_video(sys.argv[1], models, ScoreOptions(fps=1))
-print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"self_mb": hwm / 1024,
                   "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
@@ -111,6 +116,7 @@ def main() -> int:
     parser.add_argument("--backends", default="float32,fp16,int8,int8-weight-only,int4,int8-static")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per backend (median kept)")
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS 10 s vs 60 s")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -126,14 +132,23 @@ def main() -> int:
         results["pytorch_reference"] = upstream_style_reference(clip, ckpt, args.threads)
         print(f"pytorch-eager reference: {results['pytorch_reference']['seconds']:.2f} s",
               file=sys.stderr)
-    for backend in args.backends.split(","):
-        results["backends"][backend] = run_backend(clip, backend, args.model_dir, args.threads)
-        print(f"{backend}: {results['backends'][backend]['seconds']:.2f} s", file=sys.stderr)
+    # Rounds alternate the backend order and the median is kept, so a change in the
+    # machine's load during the run does not land on one backend only.
+    names = args.backends.split(",")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for backend in (names if r % 2 == 0 else names[::-1]):
+            runs[backend].append(run_backend(clip, backend, args.model_dir, args.threads))
+            print(f"round {r + 1} {backend}: {runs[backend][-1]['seconds']:.2f} s",
+                  file=sys.stderr)
+    for backend, rs in runs.items():
+        results["backends"][backend] = dict(rs[0], seconds=float(np.median(
+            [x["seconds"] for x in rs])), all_seconds=[x["seconds"] for x in rs])
 
     base = results["backends"].get("float32")
     ref = results.get("pytorch_reference")
     print(f"\n{args.seconds} s 1080p30 H.264 clip, {args.threads} threads, "
-          f"{results['machine']['cores']} cores\n")
+          f"{results['machine']['cores']} cores, median of {args.rounds} alternating rounds\n")
     print("| backend | seconds | vs float32 | vs PyTorch eager | max logit delta vs float32 |")
     print("|---|---|---|---|---|")
     if ref:
