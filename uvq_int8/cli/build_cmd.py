@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="all", metavar="NAMES",
                    help="'all' (default) or a comma list, e.g. float32,int8-static")
     p.add_argument("--out", metavar="DIR",
-                   help="output directory (default: see --uvq-root, else the per-user model "
-                        "directory)")
+                   help="output directory (default: DIR/models/tflite_models/uvq1.5 with "
+                        "--uvq-root, else the configured model directory: UVQ_MODEL_DIR, the config "
+                        "file, or ~/.local/share/uvq/models)")
     p.add_argument("--force", action="store_true",
                    help="rebuild every requested file, even when it is up to date")
     cal = p.add_argument_group("calibration (int8-static)")
