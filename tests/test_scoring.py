@@ -170,3 +170,24 @@ def test_models_not_built_says_to_build(reference_dir, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = run_uvq([str(tmp_path / "missing.mp4"), "--debug"])
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_third_party_backend_from_an_entry_point_scores(built_models, reference_dir, tmp_path):
+    from test_backends import make_plugin
+
+    plugin = make_plugin(tmp_path / "site", broken=False)
+    models = tmp_path / "models"
+    models.mkdir()
+    for net in ("content", "distortion", "aggregation"):
+        # the plugin's files: float32 models under its own names
+        (models / f"{net}_net_extra.tflite").write_bytes(
+            (built_models / f"{net}_net.tflite").read_bytes())
+    result = run_uvq([str(reference_dir / "sample_portrait.mp4"), "--backend", "extra",
+                      "--model-dir", str(models), "--output_all_stats"],
+                     env={"PYTHONPATH": str(plugin)})
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["backend"] == "extra"
+    assert stats["model_files"]["distortion"].endswith("distortion_net_extra.tflite")
+    golden = np.load(reference_dir / "sample_portrait.golden.npz")
+    assert np.abs(np.array(stats["per_frame_logits"]) - golden["per_frame_logits"]).max() < 5e-3
