@@ -1,0 +1,371 @@
+"""``--backend auto``: the fastest configuration whose measured logit change is within a budget.
+
+Per backbone the candidates are float32, fp16 weights, full-integer int8 with each way of
+merging per-frame calibration ranges, and (when full int8 is over budget) mixed int8/float
+configurations grown greedily from the per-op-group sensitivity table. Each candidate is
+measured on held-out frames against the float32 files with the real (float) aggregation
+head; then joint content/distortion configurations are tried in order of modelled time and
+the first whose measured largest logit change is within the budget is chosen. float32 on
+both nets always qualifies, so there is always an answer.
+
+Time is modelled from the float graph (``sensitivity.cost_model``), not measured, so the
+same inputs and budget give the same choice on a busy machine too. The aggregation head
+stays float32: statically quantizing it breaks its scores.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from uvq_int8 import sensitivity as S
+from uvq_int8.backends import Backend
+
+AUTO_VERSION = 1
+RANGE_MERGES = ("mean", "union", "median")
+DEFAULT_VALIDATION_FRAMES = 8
+RECIPE_LABELS = {"float32": "float32", "fp16_weights": "fp16", "static_wi8_ai8": "int8"}
+# Candidate recipes from fastest to slowest at equal modelled time; fp16 is dequantized at
+# load and runs as float32 (FINDINGS), so float32 wins a tie with it.
+_RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
+
+AUTO_BACKEND = Backend(
+    "auto", "The fastest measured configuration within a logit budget "
+    "(uvq-int8 build --backend auto --max-logit-delta D).",
+    {"content": "auto", "distortion": "auto", "aggregation": "float32"}, "_auto")
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class FrameRanges:
+    """Per-frame min/max of every tensor, kept so range merges can be compared afterwards."""
+
+    names: tuple[str, ...]
+    lo: np.ndarray  # [frames, tensors]
+    hi: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return int(self.lo.shape[0])
+
+    def merged(self, how: str) -> dict[str, dict[str, np.ndarray]]:
+        """Calibration result for ai-edge-quantizer: {tensor: {"min", "max"}}."""
+        if how == "mean":
+            lo, hi = self.lo.mean(0), self.hi.mean(0)
+        elif how == "union":
+            lo, hi = self.lo.min(0), self.hi.max(0)
+        elif how == "median":
+            lo, hi = np.median(self.lo, 0), np.median(self.hi, 0)
+        else:
+            raise ValueError(f"unknown range merge {how!r}; known: {', '.join(RANGE_MERGES)}")
+        return {n: {"min": np.array([a], np.float32), "max": np.array([b], np.float32)}
+                for n, a, b in zip(self.names, lo, hi)}
+
+
+def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
+                        threads: int = 2,
+                        progress: Callable[[int], None] | None = None) -> FrameRanges:
+    """Every tensor's min/max per frame, one frame in memory at a time (profiler mode).
+
+    ``inputs`` yields one {signature input name: array} per frame.
+    """
+    from uvq_int8.quantize import QuantizationError, _quantizer_modules, quiet_native_output
+
+    calibrator, _, _, recipe, recipe_manager, _ = _quantizer_modules()
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    try:
+        with quiet_native_output():
+            calib = calibrator.Calibrator(
+                bytes(float_model), num_threads=threads,
+                mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
+    except Exception as exc:
+        raise QuantizationError(f"ai-edge-quantizer cannot calibrate this model: {exc}") from None
+    signature = next(iter(calib.get_signature_list()))
+    per_frame: list[dict[str, tuple[float, float]]] = []
+    for sample in inputs:
+        calib.reset_model_qsvs()
+        try:
+            with quiet_native_output():
+                calib.calibrate({signature: [dict(sample)]}, manager)
+        except Exception as exc:
+            raise QuantizationError(f"calibration failed on frame {len(per_frame) + 1}: "
+                                    f"{exc}") from None
+        per_frame.append({k: (float(np.min(q["min"])), float(np.max(q["max"])))
+                          for k, q in calib.get_model_qsvs().items()})
+        if progress:
+            progress(len(per_frame))
+    if not per_frame:
+        raise QuantizationError("calibration got no frames")
+    names = tuple(sorted(set().union(*per_frame)))
+    lo = np.array([[f.get(n, (np.nan, np.nan))[0] for n in names] for f in per_frame])
+    hi = np.array([[f.get(n, (np.nan, np.nan))[1] for n in names] for f in per_frame])
+    if np.isnan(lo).any():
+        raise QuantizationError("calibration saw different tensors on different frames")
+    return FrameRanges(names, lo, hi)
+
+
+# --------------------------------------------------------------------------- choices
+
+
+@dataclass(frozen=True)
+class NetChoice:
+    """How one backbone file is made: a recipe, and for int8 the range merge and float groups."""
+
+    recipe: str
+    range_merge: str | None = None
+    float_groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPE_LABELS:
+            raise ValueError(f"auto cannot make recipe {self.recipe!r}")
+        if (self.recipe == "static_wi8_ai8") != (self.range_merge is not None):
+            raise ValueError("a range merge goes with static int8 and only with it")
+        object.__setattr__(self, "float_groups", tuple(self.float_groups))
+
+    @property
+    def label(self) -> str:
+        text = RECIPE_LABELS[self.recipe]
+        if self.range_merge:
+            text += f"({self.range_merge}"
+            if self.float_groups:
+                text += "; float: " + ",".join(self.float_groups)
+            text += ")"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "range_merge": self.range_merge,
+                "float_groups": list(self.float_groups)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NetChoice":
+        return cls(data["recipe"], data.get("range_merge"), tuple(data.get("float_groups", ())))
+
+
+def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | None = None,
+               ops: Sequence[S.OpInfo] | None = None) -> bytes:
+    """The .tflite bytes for a choice (deterministic for the same inputs)."""
+    from uvq_int8 import quantize
+
+    if choice.recipe == "float32":
+        return bytes(float_model)
+    if choice.recipe == "fp16_weights":
+        return quantize.quantize_model("fp16_weights", float_model)
+    if ranges is None:
+        raise ValueError("static int8 needs calibration ranges")
+    return S.quantize_static(float_model, ranges.merged(choice.range_merge), choice.float_groups,
+                             ops)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    net: str
+    choice: NetChoice
+    modelled_ms: float
+    measurement: S.Measurement  # the other backbone float32
+    # Held-out features of this candidate: joint configurations then need only the head.
+    features: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"net": self.net, "choice": self.choice.as_dict(), "label": self.choice.label,
+                "modelled_ms": round(self.modelled_ms, 2),
+                "logit_delta_max": self.measurement.logit_delta_max,
+                "logit_delta_mean": self.measurement.logit_delta_mean,
+                "feature_rel_error": self.measurement.feature_rel_error[self.net]}
+
+
+@dataclass(frozen=True)
+class JointTrial:
+    content: str
+    distortion: str
+    modelled_ms: float
+    logit_delta_max: float
+    logit_delta_mean: float
+    within_budget: bool
+
+
+@dataclass
+class AutoResult:
+    """The chosen configuration and everything measured to choose it."""
+
+    budget: float
+    frames: int
+    content: NetChoice
+    distortion: NetChoice
+    measurement: S.Measurement
+    modelled_ms: dict[str, float]          # per frame: chosen, float32
+    candidates: list[Candidate]
+    trials: list[JointTrial]
+    sensitivity: dict[str, S.SensitivityTable] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def choices(self) -> dict[str, NetChoice]:
+        return {"content": self.content, "distortion": self.distortion}
+
+    @property
+    def modelled_speedup(self) -> float:
+        return self.modelled_ms["float32"] / self.modelled_ms["chosen"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "auto_version": AUTO_VERSION,
+            "max_logit_delta": self.budget,
+            "validation_frames": self.frames,
+            "choices": {net: c.as_dict() for net, c in self.choices.items()},
+            "labels": {net: c.label for net, c in self.choices.items()},
+            "measured": {"logit_delta_max": self.measurement.logit_delta_max,
+                         "logit_delta_mean": self.measurement.logit_delta_mean,
+                         "feature_rel_error": dict(self.measurement.feature_rel_error)},
+            "modelled_ms_per_frame": {k: round(v, 1) for k, v in self.modelled_ms.items()},
+            "modelled_speedup": round(self.modelled_speedup, 3),
+            "candidates": [c.as_dict() for c in self.candidates],
+            "trials": [asdict(t) for t in self.trials],
+            "sensitivity": {net: t.as_dict() for net, t in self.sensitivity.items()},
+            "seconds": round(self.seconds, 1),
+        }
+
+    def recipe_options(self, net: str) -> dict[str, Any]:
+        """What the manifest records for ``net``'s auto file (enough to make it again)."""
+        return {"auto_version": AUTO_VERSION, "max_logit_delta": self.budget,
+                "validation_frames": self.frames, **self.choices[net].as_dict(),
+                "measured_logit_delta_max": self.measurement.logit_delta_max}
+
+    def summary(self) -> str:
+        return (f"auto: content {self.content.label}, distortion {self.distortion.label}; "
+                f"logit Δ max {self.measurement.logit_delta_max:.4f} "
+                f"(mean {self.measurement.logit_delta_mean:.4f}) on {self.frames} held-out "
+                f"frames, budget {self.budget:g}; modelled {self.modelled_speedup:.2f}x "
+                f"float32 end to end")
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _rank(c: Candidate) -> tuple:
+    m = c.measurement
+    return (round(c.modelled_ms, 3), _RECIPE_ORDER.index(c.choice.recipe),
+            m.logit_delta_max, m.logit_delta_mean, c.choice.label)
+
+
+def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, held_out: S.HeldOut,
+                   budget: float, merges: Sequence[str] = RANGE_MERGES, mixed: bool = True,
+                   progress: Callable[[str], None] | None = None
+                   ) -> tuple[list[Candidate], S.SensitivityTable | None]:
+    """Measured candidates for one backbone (the other float32), and the sensitivity table
+    if the mixed search ran."""
+    say = progress or (lambda _m: None)
+    ops = S.graph_ops(float_model)
+    costs = S.cost_model(ops)
+    groups = S.group_names(ops)
+    out: list[Candidate] = []
+
+    def add(choice: NetChoice, int8_groups: Sequence[str] = ()) -> Candidate:
+        say(f"{net}: measuring {choice.label}")
+        model = None if choice.recipe == "float32" else make_model(choice, float_model, ranges, ops)
+        feats = held_out.features(net, model)
+        other = "distortion" if net == "content" else "content"
+        m = held_out.measure_features(**{net: feats, other: held_out.reference[other]})
+        cand = Candidate(net, choice, costs.ms(int8_groups), m, feats)
+        out.append(cand)
+        return cand
+
+    add(NetChoice("float32"))
+    add(NetChoice("fp16_weights"))
+    if ranges is None:
+        return out, None
+    full = [add(NetChoice("static_wi8_ai8", how), groups) for how in merges]
+    best = min(full, key=lambda c: (c.measurement.logit_delta_max, c.measurement.logit_delta_mean,
+                                    merges.index(c.choice.range_merge)))
+    if not mixed or best.measurement.logit_delta_max <= budget:
+        return out, None
+    # Full int8 is over budget: grow an int8 set from the groups that are within budget on
+    # their own, cheapest error per saved millisecond first, while the whole stays within.
+    how = best.choice.range_merge
+    table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say)
+    order = {g: i for i, g in enumerate(groups)}
+    eligible = sorted((r for r in table.rows if r.logit_delta_max <= budget),
+                      key=lambda r: ((r.logit_delta_max + r.logit_delta_mean)
+                                     / max(r.time_share, 1e-6), order[r.group]))
+    chosen: list[str] = []
+    for r in eligible:
+        trial = chosen + [r.group]
+        floats = tuple(g for g in groups if g not in trial)
+        cand = add(NetChoice("static_wi8_ai8", how, floats), trial)
+        if cand.measurement.logit_delta_max > budget:
+            break
+        chosen = trial
+    return out, table
+
+
+def choose_range_merge(net: str, float_model: bytes, ranges: FrameRanges, held_out: S.HeldOut,
+                       merges: Sequence[str] = RANGE_MERGES
+                       ) -> tuple[str, dict[str, S.Measurement]]:
+    """For the int8-static backend: the merge of per-frame ranges that changes the logit
+    least on held-out frames (ties: the order of ``merges``), with every merge's result."""
+    ops = S.graph_ops(float_model)
+    results = {}
+    for how in merges:
+        model = S.quantize_static(float_model, ranges.merged(how), (), ops)
+        results[how] = held_out.measure(**{net: model})
+    best = min(merges, key=lambda h: (results[h].logit_delta_max, results[h].logit_delta_mean,
+                                      merges.index(h)))
+    return best, results
+
+
+def choose(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float
+           ) -> tuple[tuple[Candidate, Candidate], S.Measurement, list[JointTrial]]:
+    """The joint configuration of least modelled time whose measured logit Δ max ≤ budget."""
+    by_net = {net: sorted((c for c in candidates if c.net == net), key=_rank)
+              for net in S.BACKBONES}
+    pairs = [(c, d) for c in by_net["content"] for d in by_net["distortion"]
+             if c.measurement.logit_delta_max <= budget
+             and d.measurement.logit_delta_max <= budget]
+    pairs.sort(key=lambda p: (round(p[0].modelled_ms + p[1].modelled_ms, 3),
+                              _rank(p[1]), _rank(p[0])))
+    trials: list[JointTrial] = []
+    for c, d in pairs:
+        m = held_out.measure_features(_features(c, held_out), _features(d, held_out))
+        ok = m.logit_delta_max <= budget
+        trials.append(JointTrial(c.choice.label, d.choice.label,
+                                 c.modelled_ms + d.modelled_ms, m.logit_delta_max,
+                                 m.logit_delta_mean, ok))
+        if ok:
+            return (c, d), m, trials
+    raise AssertionError("float32 on both nets always fits a non-negative budget")
+
+
+def _features(c: Candidate, held_out: S.HeldOut) -> np.ndarray:
+    return held_out.reference[c.net] if c.features is None else c.features
+
+
+def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges | None],
+           held_out: S.HeldOut, budget: float, merges: Sequence[str] = RANGE_MERGES,
+           mixed: bool = True, progress: Callable[[str], None] | None = None) -> AutoResult:
+    """Measure the candidates of both backbones and choose the fastest within ``budget``.
+
+    ``float_models`` holds the float32 content and distortion flatbuffers (the files the
+    held-out reference was computed with); ``ranges`` their per-frame calibration.
+    """
+    if not budget >= 0:
+        raise ValueError(f"the logit budget must be a non-negative number, got {budget}")
+    started = time.perf_counter()
+    candidates: list[Candidate] = []
+    tables: dict[str, S.SensitivityTable] = {}
+    for net in ("distortion", "content"):  # the slow net first: its answer matters most
+        cands, table = net_candidates(net, float_models[net], ranges.get(net), held_out, budget,
+                                      merges, mixed, progress)
+        candidates += cands
+        if table is not None:
+            tables[net] = table
+    (c, d), m, trials = choose(candidates, held_out, budget)
+    costs = {net: S.cost_model(S.graph_ops(float_models[net])) for net in S.BACKBONES}
+    modelled = {"chosen": S.FRAME_OVERHEAD_MS + c.modelled_ms + d.modelled_ms,
+                "float32": S.FRAME_OVERHEAD_MS + sum(x.float32_ms for x in costs.values())}
+    return AutoResult(budget, len(held_out.frames), c.choice, d.choice, m, modelled, candidates,
+                      trials, tables, time.perf_counter() - started)

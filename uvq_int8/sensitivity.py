@@ -1,0 +1,328 @@
+"""Which parts of a backbone int8 hurts: op groups, a cost model, and held-out measurement.
+
+A converted ContentNet/DistortionNet is cut into op groups by the module path that
+litert-torch writes into every tensor name: ``stem`` (the first ConvBNAct), ``block1`` ..
+``block16`` (the MBConv blocks), ``head`` (the last 2x2 convolution) and ``tail``
+(DistortionNet's max-pool and patch tiling, or the output). The sensitivity table quantizes
+one group at a time to full-integer int8, leaves the rest float, and measures the change of
+the real aggregation head's logit on held-out frames.
+
+The cost model predicts a configuration's time from the float graph alone, so that a
+search ranks candidates the same way on a busy machine as on an idle one: on XNNPACK with
+2 threads the backbones are dominated by element-wise traffic (SiLU on large maps), and a
+full-integer op runs at ~0.30 of its float32 time (research notes: modelled and measured
+mixed configurations agreed to within 0.06 of float32 time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from uvq_int8 import frames as F
+
+BACKBONES = ("content", "distortion")
+# Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.nets.MBConv_3/..."
+_GROUP_RE = re.compile(
+    r"Sequential_features/(?:[\w.]*\.)?(ConvBNAct_0|MBConv_(\d+)|SameConv_\d+)[/;]")
+# Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (float32 distortion
+# net ~0.95 s per frame): milliseconds per MAC and per element written (or read by a
+# MUL/ADD/MEAN), and the ratio of full-integer to float32 time.
+MS_PER_GMAC = 9.0
+MS_PER_GELEMENT = 600.0
+INT8_TIME_RATIO = 0.30
+# Per frame and independent of the backend: decode at fps=1 and preprocessing (ms, same machine).
+FRAME_OVERHEAD_MS = 210.0
+_ELEMENTWISE_INPUTS = ("MUL", "ADD", "MEAN")
+
+
+def group_of(tensor_name: str) -> str:
+    """Op group of an op, from its output tensor's name."""
+    m = _GROUP_RE.search(tensor_name)
+    if not m:
+        return "tail"
+    name = m.group(1)
+    if name == "ConvBNAct_0":
+        return "stem"
+    if m.group(2):
+        return f"block{int(m.group(2))}"
+    return "head"
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str
+    output: str
+    group: str
+    macs: int
+    elements: int
+
+
+def graph_ops(model: bytes) -> list[OpInfo]:
+    """Ops of the main subgraph with their group, MACs and elements moved."""
+    from uvq_int8.tflite_info import _op_names, _schema
+
+    m = _schema().Model.GetRootAs(model, 0)
+    names = _op_names()
+    codes = []
+    for i in range(m.OperatorCodesLength()):
+        c = m.OperatorCodes(i)
+        codes.append(names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "?"))
+    sg = m.Subgraphs(0)
+
+    def shape(t: int) -> list[int]:
+        tensor = sg.Tensors(t)
+        return [int(tensor.Shape(i)) for i in range(tensor.ShapeLength())]
+
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        kind = codes[op.OpcodeIndex()]
+        out = int(op.Outputs(0))
+        name = sg.Tensors(out).Name().decode("utf-8", "replace")
+        n = int(np.prod(shape(out)))
+        macs = 0
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.InputsLength() > 1:
+            w = shape(int(op.Inputs(1)))  # conv [O,kh,kw,I], depthwise [1,kh,kw,O]
+            macs = n * w[1] * w[2] * (w[3] if kind == "CONV_2D" else 1)
+        elements = n
+        if kind in _ELEMENTWISE_INPUTS and op.InputsLength():
+            elements += int(np.prod(shape(int(op.Inputs(0)))))
+        ops.append(OpInfo(i, kind, name, group_of(name), macs, elements))
+    return ops
+
+
+def group_names(ops: Sequence[OpInfo]) -> list[str]:
+    """Groups in graph order."""
+    seen: dict[str, None] = {}
+    for op in ops:
+        seen.setdefault(op.group, None)
+    return list(seen)
+
+
+def group_regex(ops: Sequence[OpInfo], groups: Iterable[str]) -> str | None:
+    """A regex matching exactly the output tensor names of the ops in ``groups``.
+
+    ai-edge-quantizer searches an override's regex in each op's "scope": its output tensor
+    names joined by ";", with a ";" at the end. Exact names make the rule independent of
+    how a converter spells module paths.
+    """
+    wanted = set(groups)
+    names = sorted({op.output for op in ops if op.group in wanted})
+    if not names:
+        return None
+    return "^(?:" + "|".join(re.escape(n) for n in names) + ");$"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicted milliseconds per frame of one net (reference machine, 2 threads)."""
+
+    float_ms: Mapping[str, float]  # group -> ms in float32
+
+    @property
+    def float32_ms(self) -> float:
+        return float(sum(self.float_ms.values()))
+
+    def ms(self, int8_groups: Iterable[str] = ()) -> float:
+        chosen = set(int8_groups)
+        return float(sum(t * (INT8_TIME_RATIO if g in chosen else 1.0)
+                         for g, t in self.float_ms.items()))
+
+    def share(self, group: str) -> float:
+        return self.float_ms.get(group, 0.0) / self.float32_ms
+
+
+def cost_model(ops: Sequence[OpInfo]) -> CostModel:
+    ms: dict[str, float] = {}
+    for op in ops:
+        ms[op.group] = ms.get(op.group, 0.0) + (op.macs * MS_PER_GMAC
+                                                + op.elements * MS_PER_GELEMENT) / 1e9
+    return CostModel(ms)
+
+
+def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
+                    float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None) -> bytes:
+    """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float."""
+    from uvq_int8.quantize import QuantizationError, _quantizer_modules, quiet_native_output
+
+    float_groups = tuple(float_groups)
+    _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()
+    regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
+    try:
+        with quiet_native_output():
+            q = quantizer.Quantizer(bytearray(float_model), recipe.static_wi8_ai8())
+            if regex:
+                q.update_quantization_recipe(regex, qtyping.TFLOperationName.ALL_SUPPORTED,
+                                             algorithm_key=algorithms.NO_QUANTIZE)
+            result = q.quantize(calibration_result=dict(qsvs), enable_progress_bar=False,
+                                enable_progress_report=False)
+    except Exception as exc:
+        raise QuantizationError(f"ai-edge-quantizer failed (static int8, float groups "
+                                f"{list(float_groups) or 'none'}): {exc}") from None
+    return bytes(result.quantized_model)
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A candidate's effect on held-out frames, against the float32 files."""
+
+    logit_delta_max: float
+    logit_delta_mean: float
+    # Relative L2 error of each net's features (mean over frames); 0 for a float32 net.
+    feature_rel_error: Mapping[str, float] = field(default_factory=dict)
+
+
+class HeldOut:
+    """Held-out frames with the float32 reference; measures candidate nets against it.
+
+    Features of every measured model are kept (keyed by the model's bytes), so a joint
+    content/distortion configuration costs only the aggregation head.
+    """
+
+    def __init__(self, float_paths: Mapping[str, str | Path], frames: Sequence[np.ndarray],
+                 threads: int = 2) -> None:
+        from uvq_int8 import runtime
+
+        if not len(frames):
+            raise ValueError("no held-out frames")
+        self.frames = [np.asarray(f) for f in frames]
+        self.threads = threads
+        self._aggregation = runtime.NetRunner("aggregation", float_paths["aggregation"], threads)
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self.reference = {net: self._run(net, Path(float_paths[net])) for net in BACKBONES}
+        self.reference_logits = self._logits(self.reference["content"],
+                                             self.reference["distortion"])
+
+    def _run(self, net: str, path: Path) -> np.ndarray:
+        from uvq_int8 import runtime
+
+        runner = runtime.NetRunner(net, path, self.threads)
+        outs = []
+        for frame in self.frames:
+            content, patches = F.net_inputs(frame)
+            outs.append(runner.run(content if net == "content" else patches)[0])
+        return np.stack(outs)
+
+    def features(self, net: str, model: bytes | None) -> np.ndarray:
+        """[frames, ...] features of ``model`` (None: the float32 reference)."""
+        if model is None:
+            return self.reference[net]
+        key = (net, hashlib.sha256(model).hexdigest())
+        if key not in self._cache:
+            with tempfile.TemporaryDirectory(prefix="uvq-int8-heldout-") as tmp:
+                path = Path(tmp) / f"{net}.tflite"
+                path.write_bytes(model)
+                self._cache[key] = self._run(net, path)
+        return self._cache[key]
+
+    def _logits(self, content: np.ndarray, distortion: np.ndarray) -> np.ndarray:
+        logits = []
+        for c, d in zip(content, distortion):
+            outs = self._aggregation.run(c, d)
+            if len(outs) < 2:  # the logit is needed: the score saturates in float32
+                raise ValueError("the float32 aggregation file has no logit output; rebuild it")
+            logits.append(float(outs[1].reshape(-1)[0]))
+        return np.array(logits, dtype=np.float64)
+
+    def measure(self, content: bytes | None = None,
+                distortion: bytes | None = None) -> Measurement:
+        """Both nets' candidates together (None: that net's float32 file)."""
+        return self.measure_features(self.features("content", content),
+                                     self.features("distortion", distortion))
+
+    def measure_features(self, content: np.ndarray, distortion: np.ndarray) -> Measurement:
+        feats = {"content": content, "distortion": distortion}
+        delta = np.abs(self._logits(feats["content"], feats["distortion"])
+                       - self.reference_logits)
+        errors = {}
+        for net, f in feats.items():
+            ref = self.reference[net].reshape(len(f), -1)
+            diff = f.reshape(len(f), -1) - ref
+            errors[net] = float(np.mean(np.linalg.norm(diff, axis=1)
+                                        / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)))
+        return Measurement(float(delta.max()), float(delta.mean()), errors)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class GroupSensitivity:
+    group: str
+    ops: int
+    time_share: float            # of the net's float32 time (cost model)
+    logit_delta_max: float       # this group alone in int8, the rest float
+    logit_delta_mean: float
+    feature_rel_error: float
+
+
+@dataclass
+class SensitivityTable:
+    net: str
+    frames: int
+    rows: list[GroupSensitivity]
+    all_int8: GroupSensitivity | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"net": self.net, "frames": self.frames, "rows": [asdict(r) for r in self.rows],
+                "all_int8": asdict(self.all_int8) if self.all_int8 else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SensitivityTable":
+        rows = [GroupSensitivity(**r) for r in data["rows"]]
+        whole = data.get("all_int8")
+        return cls(data["net"], int(data["frames"]), rows,
+                   GroupSensitivity(**whole) if whole else None)
+
+    def to_markdown(self) -> str:
+        lines = [f"{self.net} net, each op group alone in int8 (rest float32), "
+                 f"{self.frames} held-out frames",
+                 "",
+                 "| op group | ops | share of float32 time | logit Δ max | logit Δ mean | "
+                 "feature rel. error |",
+                 "|---|---|---|---|---|---|"]
+        rows = list(self.rows) + ([self.all_int8] if self.all_int8 else [])
+        for r in rows:
+            lines.append(f"| {r.group} | {r.ops} | {r.time_share:.1%} | {r.logit_delta_max:.4f} "
+                         f"| {r.logit_delta_mean:.4f} | {r.feature_rel_error:.4f} |")
+        return "\n".join(lines)
+
+
+def sensitivity_table(net: str, float_model: bytes, qsvs: Mapping[str, Any], held_out: HeldOut,
+                      groups: Sequence[str] | None = None,
+                      progress: Callable[[str], None] | None = None) -> SensitivityTable:
+    """Quantize each op group alone (the rest float) and measure it on ``held_out``."""
+    if net not in BACKBONES:
+        raise ValueError(f"sensitivity is defined for {BACKBONES}, not {net!r}")
+    ops = graph_ops(float_model)
+    costs = cost_model(ops)
+    everything = group_names(ops)
+    groups = list(groups) if groups is not None else everything
+    counts = {g: sum(1 for op in ops if op.group == g) for g in everything}
+
+    def row(name: str, int8_groups: Sequence[str]) -> GroupSensitivity:
+        floats = [g for g in everything if g not in int8_groups]
+        model = quantize_static(float_model, qsvs, floats, ops)
+        m = held_out.measure(**{net: model})
+        share = sum(costs.share(g) for g in int8_groups)
+        return GroupSensitivity(name, sum(counts[g] for g in int8_groups), share,
+                                m.logit_delta_max, m.logit_delta_mean, m.feature_rel_error[net])
+
+    rows = []
+    for i, g in enumerate(groups):
+        if progress:
+            progress(f"{net} sensitivity {i + 1}/{len(groups)}: {g}")
+        rows.append(row(g, [g]))
+    whole = row("all groups", everything)
+    return SensitivityTable(net, len(held_out.frames), rows, whole)
