@@ -74,18 +74,9 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
 
     ``inputs`` yields one {signature input name: array} per frame.
     """
-    from uvq_int8.quantize import QuantizationError, _quantizer_modules, quiet_native_output
+    from uvq_int8.quantize import QuantizationError, profiler_calibrator, quiet_native_output
 
-    calibrator, _, _, recipe, recipe_manager, _ = _quantizer_modules()
-    manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(recipe.static_wi8_ai8())
-    try:
-        with quiet_native_output():
-            calib = calibrator.Calibrator(
-                bytes(float_model), num_threads=threads,
-                mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
-    except Exception as exc:
-        raise QuantizationError(f"ai-edge-quantizer cannot calibrate this model: {exc}") from None
+    calib, manager = profiler_calibrator(float_model, threads)
     signature = next(iter(calib.get_signature_list()))
     per_frame: list[dict[str, tuple[float, float]]] = []
     for sample in inputs:

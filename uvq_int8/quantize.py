@@ -137,16 +137,10 @@ class CalibrationStats:
     seconds: float
 
 
-def calibrate(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
-              threads: int = 2) -> tuple[dict[str, dict[str, np.ndarray]], CalibrationStats]:
-    """Per-tensor min/max averaged over samples, one sample in memory at a time.
-
-    ``inputs`` yields one {signature input name: array} per frame.
-    """
-    import time
-
+def profiler_calibrator(float_model: bytes, threads: int = 2):
+    """ai-edge-quantizer's calibrator in profiler mode (frame by frame, ~1 GB, not ~11 GB),
+    with the static int8 recipe loaded; returns (calibrator, recipe manager)."""
     calibrator, _, _, _, recipe_manager, _ = _quantizer_modules()
-    started = time.perf_counter()
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(_recipe_config("static_wi8_ai8"))
     try:
@@ -156,6 +150,19 @@ def calibrate(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
                 mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
     except Exception as exc:
         raise QuantizationError(f"ai-edge-quantizer cannot calibrate this model: {exc}") from None
+    return calib, manager
+
+
+def calibrate(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
+              threads: int = 2) -> tuple[dict[str, dict[str, np.ndarray]], CalibrationStats]:
+    """Per-tensor min/max averaged over samples, one sample in memory at a time.
+
+    ``inputs`` yields one {signature input name: array} per frame.
+    """
+    import time
+
+    started = time.perf_counter()
+    calib, manager = profiler_calibrator(float_model, threads)
     signature = next(iter(calib.get_signature_list()))
     sums: dict[str, list] = {}
     frames = 0
