@@ -84,3 +84,17 @@ def test_models_are_loaded_once_per_process(built_models):
     b = runtime.load_models("fp16", built_models, 1)
     assert a is b
     assert json.dumps(a.sha256)  # plain strings, fit for JSON output
+
+
+def test_integer_input_table_gives_the_same_bits_as_quantizing_floats(built_models,
+                                                                       golden_frames):
+    from uvq_int8 import frames as F
+
+    models = runtime.load_models("int8-static", built_models, 2)
+    frame = golden_frames["frames_uint8"][1]
+    fast = models.features(frame)
+    slow = models.features_from_inputs(*F.net_inputs(frame))
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    port = models.runners["distortion"].inputs[0]
+    table = models.runners["distortion"].pixel_table()
+    assert table.dtype == port.dtype and table.shape == (256,)

@@ -98,6 +98,7 @@ class NetRunner:
         self.outputs = [self._port(d) for d in self._output_details()]
         self._check_shapes()
         self.roles = self._output_roles()
+        self._pixel_table: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def _input_details(self) -> list[dict]:
@@ -142,6 +143,13 @@ class NetRunner:
         default = ["score", "logit"] if self.net == "aggregation" else ["features"]
         return [recorded.get(p.index) or (default[i] if i < len(default) else f"output_{i}")
                 for i, p in enumerate(self.outputs)]
+
+    def pixel_table(self) -> np.ndarray:
+        """uint8 pixel -> this net's quantized input value, as _to_port would compute it."""
+        if self._pixel_table is None:
+            self._pixel_table = _to_port(F.to_unit_range(np.arange(256, dtype=np.uint8)),
+                                         self.inputs[0])
+        return self._pixel_table
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         with self._lock:
@@ -190,6 +198,8 @@ def _natural_key(name: str):
 
 
 def _to_port(array: np.ndarray, port: _Port) -> np.ndarray:
+    if port.quantized and array.dtype == port.dtype:
+        return np.ascontiguousarray(array)  # already quantized (see Models.features)
     if port.quantized:
         info = np.iinfo(port.dtype)
         q = np.round(array / port.scale) + port.zero_point
@@ -229,7 +239,14 @@ class Models:
         return {net: r.sha256 for net, r in self.runners.items()}
 
     def features(self, frame_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        content_in, patches = F.net_inputs(frame_uint8)
+        distortion = self.runners["distortion"]
+        if not distortion.inputs[0].quantized:
+            return self.features_from_inputs(*F.net_inputs(frame_uint8))
+        # A full-integer DistortionNet: map uint8 pixels straight to its int8 input
+        # through a 256-entry table (the same numbers as quantizing the [-1,1] frame,
+        # without a float pass over 6 M values per frame).
+        content_in = F.resize_for_content(F.to_unit_range(frame_uint8))[None]
+        patches = distortion.pixel_table()[F.cut_patches(frame_uint8)]
         return self.features_from_inputs(content_in, patches)
 
     def features_from_inputs(self, content_in: np.ndarray,
