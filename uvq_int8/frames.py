@@ -68,16 +68,6 @@ def cut_patches(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(patches.reshape(g * g, PATCH_HEIGHT, PATCH_WIDTH, c))
 
 
-def tile_patch_features(patch_features: np.ndarray) -> np.ndarray:
-    """[9,h,w,C] per-patch features -> [1,3h,3w,C] in the frame's layout."""
-    g = PATCH_GRID
-    n, h, w, c = patch_features.shape
-    if n != g * g:
-        raise ValueError(f"expected {g * g} patch features, got {n}")
-    grid = patch_features.reshape(g, g, h, w, c).transpose(0, 2, 1, 3, 4)
-    return grid.reshape(1, g * h, g * w, c)
-
-
 def net_inputs(frame_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One 1080p uint8 RGB frame -> (content [1,256,256,3], patches [9,360,640,3])."""
     unit = to_unit_range(frame_uint8)

@@ -214,14 +214,6 @@ def _from_port(array: np.ndarray, port: _Port) -> np.ndarray:
 
 
 @dataclass
-class FrameResult:
-    logit: float
-    score: float
-    content: np.ndarray | None = None
-    distortion: np.ndarray | None = None
-
-
-@dataclass
 class Models:
     """The three nets of one backend, loaded once."""
 
@@ -265,13 +257,6 @@ class Models:
         else:  # an older single-output file: recover the logit (imprecise near saturation)
             logit = float(np.arctanh(np.clip((score - 3.0) / 2.0, -1 + 1e-7, 1 - 1e-7)))
         return logit, score
-
-    def frame(self, frame_uint8: np.ndarray, keep_features: bool = False) -> FrameResult:
-        content, distortion = self.features(frame_uint8)
-        logit, score = self.aggregate(content, distortion)
-        if keep_features:
-            return FrameResult(logit, score, content, distortion)
-        return FrameResult(logit, score)
 
 
 _CACHE: dict[tuple, Models] = {}
