@@ -13,12 +13,12 @@ import pytest
 from uvq_int8 import backends as B
 from uvq_int8.errors import UserError
 
-BUILTINS = ["float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static"]
+BUILTINS = ["float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static", "auto"]
 
 
 def test_builtins_come_from_entry_points_in_order():
     found = B.discover()
-    assert list(found)[:6] == BUILTINS
+    assert list(found)[:len(BUILTINS)] == BUILTINS
     assert found["int8"] is B.INT8
 
 
@@ -105,7 +105,7 @@ def test_third_party_backend_is_listed_and_a_broken_one_only_warns(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     names = [b["name"] for b in data["backends"]]
-    assert names[:6] == BUILTINS and "extra" in names and "broken" not in names
+    assert names[:len(BUILTINS)] == BUILTINS and "extra" in names and "broken" not in names
     assert any("broken" in w and "skipped" in w for w in data["warnings"])
     extra = next(b for b in data["backends"] if b["name"] == "extra")
     assert extra["files"]["content"].endswith("content_net_extra.tflite")

@@ -37,6 +37,8 @@ RECIPES = {
     "weight_only_wi8_afp32": "int8 channelwise weights dequantized to float; float32 compute",
     "dynamic_wi4_afp32": "int4 channelwise convolution and FC weights; float activations",
     "static_wi8_ai8": "int8 weights and int8 activations from calibration (full integer)",
+    "auto": "chosen per build by measurement: float32, fp16 weights, full-integer int8 or "
+            "int8 with named op groups float (uvq-int8 build --max-logit-delta)",
 }
 
 
@@ -115,7 +117,10 @@ INT4 = _uniform("int4", "int4 convolution weights (smallest download), float act
 INT8_STATIC = _uniform("int8-static", "Calibrated full-integer int8 backbones (fastest on CPU); "
                        "float aggregation head.", "static_wi8_ai8", "_int8_static",
                        aggregation="float32")
-BUILTIN_ORDER = ("float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static")
+AUTO = _uniform("auto", "The fastest configuration whose measured logit change is within a "
+                "budget (uvq-int8 build --backend auto --max-logit-delta D).", "auto", "_auto",
+                aggregation="float32")
+BUILTIN_ORDER = ("float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static", "auto")
 
 
 class UnknownBackendError(UserError):
