@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from uvq_int8 import sensitivity as S
-from uvq_int8.backends import Backend
+from uvq_int8.backends import AUTO
 
 AUTO_VERSION = 1
 RANGE_MERGES = ("mean", "union", "median")
@@ -32,10 +32,7 @@ RECIPE_LABELS = {"float32": "float32", "fp16_weights": "fp16", "static_wi8_ai8":
 # load and runs as float32 (FINDINGS), so float32 wins a tie with it.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
 
-AUTO_BACKEND = Backend(
-    "auto", "The fastest measured configuration within a logit budget "
-    "(uvq-int8 build --backend auto --max-logit-delta D).",
-    {"content": "auto", "distortion": "auto", "aggregation": "float32"}, "_auto")
+AUTO_BACKEND = AUTO  # registered in setup.cfg as uvq_int8.backends:AUTO
 
 
 # --------------------------------------------------------------------------- calibration
@@ -52,6 +49,13 @@ class FrameRanges:
     @property
     def frames(self) -> int:
         return int(self.lo.shape[0])
+
+    def spread_max(self) -> float:
+        """Largest ratio, over tensors, of a tensor's widest to its narrowest per-frame range."""
+        width = self.hi - self.lo
+        narrow = width.min(0)
+        ok = narrow > 0
+        return float((width.max(0)[ok] / narrow[ok]).max()) if ok.any() else 1.0
 
     def merged(self, how: str) -> dict[str, dict[str, np.ndarray]]:
         """Calibration result for ai-edge-quantizer: {tensor: {"min", "max"}}."""
@@ -136,6 +140,18 @@ class NetChoice:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NetChoice":
         return cls(data["recipe"], data.get("range_merge"), tuple(data.get("float_groups", ())))
+
+
+def check_choice(choice: NetChoice, info: Any) -> None:
+    """Refuse a file that is not what ``choice`` says (``info``: tflite_info.ModelInfo)."""
+    from uvq_int8.quantize import QuantizationError, check_quantized
+
+    if choice.recipe != "static_wi8_ai8" or not choice.float_groups:
+        check_quantized(choice.recipe, info)
+        return
+    # Mixed: some ops float (the input may stay float too), but int8 must be there.
+    if info.quantized_tensors_by_dtype.get("int8", 0) == 0:
+        raise QuantizationError(f"{choice.label}: no tensor was quantized to int8")
 
 
 def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | None = None,
@@ -246,10 +262,10 @@ def _rank(c: Candidate) -> tuple:
 
 def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, held_out: S.HeldOut,
                    budget: float, merges: Sequence[str] = RANGE_MERGES, mixed: bool = True,
-                   progress: Callable[[str], None] | None = None
+                   progress: Callable[[str], None] | None = None, sensitivity: bool = False
                    ) -> tuple[list[Candidate], S.SensitivityTable | None]:
     """Measured candidates for one backbone (the other float32), and the sensitivity table
-    if the mixed search ran."""
+    if the mixed search needed it or ``sensitivity`` asked for it."""
     say = progress or (lambda _m: None)
     ops = S.graph_ops(float_model)
     costs = S.cost_model(ops)
@@ -273,12 +289,15 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, hel
     full = [add(NetChoice("static_wi8_ai8", how), groups) for how in merges]
     best = min(full, key=lambda c: (c.measurement.logit_delta_max, c.measurement.logit_delta_mean,
                                     merges.index(c.choice.range_merge)))
-    if not mixed or best.measurement.logit_delta_max <= budget:
+    need_mixed = mixed and best.measurement.logit_delta_max > budget
+    if not (need_mixed or sensitivity):
         return out, None
-    # Full int8 is over budget: grow an int8 set from the groups that are within budget on
-    # their own, cheapest error per saved millisecond first, while the whole stays within.
     how = best.choice.range_merge
     table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say)
+    if not need_mixed:
+        return out, table
+    # Full int8 is over budget: grow an int8 set from the groups that are within budget on
+    # their own, cheapest error per saved millisecond first, while the whole stays within.
     order = {g: i for i, g in enumerate(groups)}
     eligible = sorted((r for r in table.rows if r.logit_delta_max <= budget),
                       key=lambda r: ((r.logit_delta_max + r.logit_delta_mean)
@@ -337,7 +356,8 @@ def _features(c: Candidate, held_out: S.HeldOut) -> np.ndarray:
 
 def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges | None],
            held_out: S.HeldOut, budget: float, merges: Sequence[str] = RANGE_MERGES,
-           mixed: bool = True, progress: Callable[[str], None] | None = None) -> AutoResult:
+           mixed: bool = True, progress: Callable[[str], None] | None = None,
+           sensitivity: bool = False) -> AutoResult:
     """Measure the candidates of both backbones and choose the fastest within ``budget``.
 
     ``float_models`` holds the float32 content and distortion flatbuffers (the files the
@@ -350,7 +370,7 @@ def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges |
     tables: dict[str, S.SensitivityTable] = {}
     for net in ("distortion", "content"):  # the slow net first: its answer matters most
         cands, table = net_candidates(net, float_models[net], ranges.get(net), held_out, budget,
-                                      merges, mixed, progress)
+                                      merges, mixed, progress, sensitivity)
         candidates += cands
         if table is not None:
             tables[net] = table

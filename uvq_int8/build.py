@@ -19,6 +19,7 @@ The order of work:
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import os
 import platform
@@ -39,6 +40,8 @@ CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
 UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
 UVQ_ROOT_MODELS = Path("models") / "tflite_models" / "uvq1.5"
 DEFAULT_CALIBRATION_FRAMES = 16
+DEFAULT_VALIDATION_FRAMES = 8  # held-out frames the auto search measures on
+AUTO_BACKEND_NAME = "auto"
 BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
 BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
 TOOL_DISTRIBUTIONS = ("uvq-int8", "torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
@@ -105,8 +108,9 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
     return resolve().model_dir.value
 
 
-def resolve_backends(names: str | Sequence[str]) -> list[Backend]:
-    """``all``, a comma list or a sequence of names -> backends (``all``: registry order)."""
+def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> list[Backend]:
+    """``all``, a comma list or a sequence of names -> backends (``all``: registry order;
+    it names ``auto`` only with ``include_auto``, i.e. when a logit budget was given)."""
     items = names.split(",") if isinstance(names, str) else list(names)
     items = [item.strip() for item in items if item and item.strip()]
     if not items:
@@ -115,7 +119,8 @@ def resolve_backends(names: str | Sequence[str]) -> list[Backend]:
     chosen: list[BackendLike] = []
     for item in items:
         if item == "all":
-            chosen += [b for b in available.values() if _buildable(b)]
+            chosen += [b for b in available.values() if _buildable(b)
+                       and (include_auto or b.name != AUTO_BACKEND_NAME)]
             continue
         if "=" in item:
             raise BuildError(f"build takes backend names, not a per-net mix ({item!r}); "
@@ -196,6 +201,17 @@ class BuildOptions:
     # Replaces the built-in synthetic frames (API users, tests): n -> uint8 [1080,1920,3] frames.
     frame_source: FrameSource | None = None
     frame_source_name: str = "custom"
+    # --backend auto: the largest logit change allowed on the held-out frames, and those
+    # frames (1-fps frames of validation videos, else the built-in validation set).
+    max_logit_delta: float | None = None
+    validation_videos: Sequence[Path] = ()
+    validation_frames: int = DEFAULT_VALIDATION_FRAMES
+    validation_source: FrameSource | None = None
+    validation_source_name: str = "custom"
+    # Grow int8/float mixes from the per-op-group sensitivity table when full int8 is over
+    # budget; the table is measured for the manifest and the verify report either way.
+    auto_mixed: bool = True
+    sensitivity: bool = True
 
 
 @dataclass
@@ -229,8 +245,14 @@ class BuildPlan:
         return [j for j in self.jobs if j.reason is None]
 
     @property
+    def auto_jobs(self) -> list[FileJob]:
+        return [j for j in self.to_build if j.recipe == "auto"]
+
+    @property
     def nets_to_convert(self) -> list[str]:
         nets = {j.net for j in self.to_build}
+        if self.auto_jobs:  # the search measures against all three float32 nets
+            nets = set(NETS)
         return [n for n in CONVERSION_ORDER if n in nets and n not in self.float_sources]
 
 
@@ -270,6 +292,7 @@ class BuildSummary:
     conversions: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     build_id: str | None = None
+    auto: dict[str, Any] | None = None  # the auto search's record, when it ran
 
     @property
     def built(self) -> list[FileResult]:
@@ -312,6 +335,7 @@ class BuildSummary:
             "built": len(self.built), "skipped": len(self.skipped), "failed": len(self.failed),
             "conversions": self.conversions,
             "calibration": self.calibration,
+            "auto": self.auto,
             "files": [f.as_dict() for f in self.files],
             "backends": self.backend_totals(),
         }
@@ -365,11 +389,60 @@ def _calibration_description(options: BuildOptions) -> dict[str, Any]:
             "generator": "uvq_int8.synthetic.calibration_frames"}
 
 
+def _validation_description(options: BuildOptions) -> dict[str, Any]:
+    n = options.validation_frames
+    if options.validation_videos:
+        videos = [{"name": Path(v).expanduser().name, "sha256": mf.sha256_file(Path(v).expanduser())}
+                  for v in options.validation_videos]
+        return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
+    if options.validation_source is not None:
+        return {"source": options.validation_source_name, "frames": n}
+    return {"source": "synthetic", "frames": n,
+            "generator": "uvq_int8.synthetic.validation_frames"}
+
+
+def _auto_options(options: BuildOptions, base: dict[str, Any],
+                  refs: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The auto files' recipe options: everything the search's answer depends on."""
+    from uvq_int8.auto import AUTO_VERSION
+
+    return {**base, "auto_version": AUTO_VERSION, "max_logit_delta": options.max_logit_delta,
+            "validation": _validation_description(options), "mixed": options.auto_mixed,
+            # The choice for one net depends on the other nets too.
+            "checkpoints": {net: refs[net]["sha256"] for net in NETS}}
+
+
+def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
+    budget = options.max_logit_delta
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget)
+                                   and budget >= 0):
+        raise BuildError(f"--max-logit-delta must be a non-negative number, got {budget}")
+    if not wants_auto:
+        return
+    if budget is None:
+        raise BuildError("--backend auto needs --max-logit-delta D: the largest change of the "
+                         "aggregation logit (score = 3 + 2*tanh(logit)) it may cost, e.g. 0.1")
+    if options.validation_frames < 1:
+        raise BuildError(f"--validation-frames must be at least 1, got "
+                         f"{options.validation_frames}")
+    calibration = {Path(v).expanduser().resolve() for v in options.calibration_videos}
+    for video in options.validation_videos:
+        video = Path(video).expanduser()
+        if not video.is_file():
+            raise VideoError(f"validation video not found: {video}")
+        if video.resolve() in calibration:
+            raise BuildError(f"{video} is both a calibration and a validation video; the "
+                             f"search must measure on frames it did not calibrate on")
+
+
 def plan_build(options: BuildOptions) -> BuildPlan:
     """Check inputs and decide, per file, whether to build it. Writes nothing."""
     from uvq_int8 import quantize
 
-    backends = resolve_backends(options.backends)
+    backends = resolve_backends(options.backends,
+                                include_auto=options.max_logit_delta is not None)
+    _check_auto_options(options, any(b.name == AUTO_BACKEND_NAME
+                                     or "auto" in b.recipes.values() for b in backends))
     checkpoints = {net: Path(options.checkpoints[net]).expanduser() for net in NETS}
     for net, path in checkpoints.items():
         if not path.is_file():
@@ -417,6 +490,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
             recipe = backend.recipes[net]
             recipe_calibration = calibration if quantize.get_recipe(recipe).calibrated else None
             opts = quantize.recipe_options(recipe, recipe_calibration)
+            if recipe == "auto":
+                opts = _auto_options(options, opts, refs)
             if filename in seen:
                 if (seen[filename].recipe, seen[filename].options) != (recipe, opts):
                     raise BuildError(f"backends {seen[filename].backend!r} and {backend.name!r} "
@@ -427,6 +502,12 @@ def plan_build(options: BuildOptions) -> BuildPlan:
             job = FileJob(backend.name, net, filename, recipe, opts, reason)
             seen[filename] = job
             jobs.append(job)
+
+    auto_jobs = [j for j in jobs if j.recipe == "auto"]
+    if any(j.reason for j in auto_jobs):
+        # One search chooses for both backbones: their files are made together.
+        for job in auto_jobs:
+            job.reason = job.reason or "made together with the other auto files"
 
     float_sources: dict[str, Path] = {}
     if not options.force:
@@ -456,7 +537,9 @@ def _rebuild_reason(entry: Mapping[str, Any] | None, path: Path, net: str, recip
         return "checkpoint changed"
     if entry.get("recipe") != recipe:
         return "recipe changed"
-    if entry.get("recipe_options") != options:
+    recorded = dict(entry.get("recipe_options") or {})
+    recorded.pop("choice", None)  # what the auto search chose, not an input to it
+    if recorded != options:
         return "recipe options changed"
     if not path.is_file():
         return "file missing"
@@ -684,6 +767,9 @@ class _Builder:
         self.source: FrameSource | None = None
         self.calibration_record: dict[str, Any] | None = None
         self.float32_sizes: dict[str, int] = {}
+        self.float_paths: dict[str, Path] = dict(plan.float_sources)
+        self.ranges: dict[str, Any] = {}  # net -> auto.FrameRanges, shared by the recipes
+        self.auto_record: dict[str, Any] | None = None
 
     # -- frames ---------------------------------------------------------------
 
@@ -736,9 +822,10 @@ class _Builder:
         from uvq_int8.tflite_info import read_model_info
 
         float_model = float_path.read_bytes()
+        self.float_paths[net] = float_path
         self.float32_sizes[net] = len(float_model)
-        signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
-        jobs = [j for j in self.plan.to_build if j.net == net]
+        # auto files wait for every net's float32 file: see make_auto.
+        jobs = [j for j in self.plan.to_build if j.net == net and j.recipe != "auto"]
         # float32 copies first: they are ready at once; the calibrated recipe is slowest.
         jobs.sort(key=lambda j: (j.recipe != "float32", quantize.get_recipe(j.recipe).calibrated))
         calibration_result = None
@@ -746,7 +833,8 @@ class _Builder:
             recipe = quantize.get_recipe(job.recipe)
             try:
                 if recipe.calibrated and calibration_result is None:
-                    calibration_result = self._calibrate(net, job, float_model, signature_input)
+                    calibration_result = self.frame_ranges(net, job.filename,
+                                                           float_model).merged("mean")
                 self.reporter.status(job.filename, "quantizing" if recipe.quantized_dtype
                                      else "writing")
                 data = quantize.quantize_model(job.recipe, float_model,
@@ -761,35 +849,115 @@ class _Builder:
                 continue
             self._write(job, data, info, inputs, outputs)
 
-    def _calibrate(self, net: str, job: FileJob, float_model: bytes, signature_input: str):
+    def frame_ranges(self, net: str, filename: str, float_model: bytes):
+        """Per-frame activation ranges of ``net`` on the calibration frames (computed once)."""
+        from uvq_int8 import auto
         from uvq_int8 import frames as F
-        from uvq_int8 import quantize
+        from uvq_int8.tflite_info import read_model_info
 
+        if net in self.ranges:
+            return self.ranges[net]
         store = self.ensure_frames()
         total = len(store)
+        signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
+        started = time.perf_counter()
 
         def samples():
             for i, frame in enumerate(store):
-                self.reporter.status(job.filename, f"calibrating {i + 1}/{total}")
+                self.reporter.status(filename, f"calibrating {i + 1}/{total}")
                 content, patches = F.net_inputs(frame)
                 yield {signature_input: content if net == "content" else patches}
                 self.sampler.sample()
 
-        qsvs, stats = quantize.calibrate(float_model, samples(), threads=self.plan.options.threads)
+        ranges = auto.calibrate_per_frame(float_model, samples(),
+                                          threads=self.plan.options.threads)
         record = self.calibration_record if self.calibration_record is not None else {}
-        record.setdefault("nets", {})[net] = {"frames": stats.frames, "tensors": stats.tensors,
-                                              "seconds": round(stats.seconds, 2)}
+        record.setdefault("nets", {})[net] = {
+            "frames": ranges.frames, "tensors": len(ranges.names),
+            "seconds": round(time.perf_counter() - started, 2),
+            # How much the ranges swing between frames: why the merge matters.
+            "range_spread_max": round(ranges.spread_max(), 3)}
         self.calibration_record = record
-        return qsvs
+        self.ranges[net] = ranges
+        return ranges
+
+    # -- auto -----------------------------------------------------------------
+
+    def validation_frames(self) -> list[Any]:
+        options = self.plan.options
+        n = options.validation_frames
+        if options.validation_videos:
+            store = _FrameStore(self.tmp / "validation")
+            store.directory.mkdir(exist_ok=True)
+            _decode_videos(options.validation_videos, n, store)
+            return list(store)
+        if options.validation_source is not None:
+            frames = list(itertools.islice(options.validation_source(n), n))
+        else:
+            from uvq_int8.synthetic import validation_frames
+
+            frames = list(validation_frames(n))
+        if not frames:
+            raise BuildError("the validation frame source gave no frames")
+        return frames
+
+    def make_auto(self) -> None:
+        """Search for the fastest configuration within the budget, then write its files."""
+        from uvq_int8 import auto, quantize
+        from uvq_int8 import sensitivity as S
+        from uvq_int8.tflite_info import read_model_info
+
+        options = self.plan.options
+        jobs = {j.net: j for j in self.plan.auto_jobs}
+
+        def say(text: str) -> None:
+            for job in jobs.values():
+                self.reporter.status(job.filename, text)
+            self.sampler.sample()
+
+        say("decoding validation frames")
+        frames = self.validation_frames()
+        float_models = {net: self.float_paths[net].read_bytes() for net in S.BACKBONES}
+        ranges = {net: self.frame_ranges(net, jobs[net].filename, float_models[net])
+                  for net in S.BACKBONES}
+        say(f"measuring the float32 reference on {len(frames)} validation frames")
+        held = S.HeldOut(self.float_paths, frames, options.threads)
+        try:
+            result = auto.search(float_models, ranges, held, float(options.max_logit_delta),
+                                 mixed=options.auto_mixed, sensitivity=options.sensitivity,
+                                 progress=say)
+        except quantize.QuantizationError as exc:
+            for job in jobs.values():
+                self._finish(FileResult(job.backend, job.net, job.filename, job.recipe,
+                                        "failed", f"auto search: {exc}",
+                                        float32_size=self.float32_sizes.get(job.net)))
+            return
+        self.auto_record = result.as_dict()
+        for net, job in jobs.items():
+            choice = result.choices[net]
+            try:
+                say(f"writing {choice.label}")
+                data = auto.make_model(choice, float_models[net], ranges[net])
+                info = read_model_info(data)
+                auto.check_choice(choice, info)
+                inputs, outputs = _io_ports(net, info)
+                _check_ports(net, job.filename, inputs, outputs)
+            except quantize.QuantizationError as exc:
+                self._finish(FileResult(job.backend, net, job.filename, job.recipe, "failed",
+                                        str(exc), float32_size=len(float_models[net])))
+                continue
+            options_with_choice = {**job.options, "choice": result.recipe_options(net)}
+            self._write(job, data, info, inputs, outputs, options_with_choice)
 
     def _write(self, job: FileJob, data: bytes, info, inputs: list[dict],
-               outputs: list[dict]) -> None:
+               outputs: list[dict], recipe_options: dict[str, Any] | None = None) -> None:
         out_path = self.plan.out_dir / job.filename
         mf.atomic_write_bytes(out_path, data)
         sha = mf.sha256_bytes(data)
         entry = mf.file_entry(
             filename=job.filename, backend=job.backend, net=job.net, recipe=job.recipe,
-            recipe_options=job.options, size=len(data), sha256=sha,
+            recipe_options=job.options if recipe_options is None else recipe_options,
+            size=len(data), sha256=sha,
             checkpoint=dict(self.plan.checkpoints[job.net]), built_at=mf.utc_now(),
             build_id=self.build_id, tensors_by_dtype=info.tensors_by_dtype,
             constant_tensors_by_dtype=info.constant_tensors_by_dtype,
@@ -857,7 +1025,8 @@ def build(options: BuildOptions, reporter: Reporter | None = None,
     peak = _peak_rss(sampler)
     summary = BuildSummary(plan.out_dir, mf.manifest_path(plan.out_dir), results,
                            time.perf_counter() - started, peak, builder.conversions,
-                           builder.calibration_record, builder.build_id if plan.to_build else None)
+                           builder.calibration_record, builder.build_id if plan.to_build else None,
+                           builder.auto_record)
     if plan.to_build:
         record = {
             "build_id": builder.build_id, "started_at": started_at, "finished_at": mf.utc_now(),
@@ -869,6 +1038,8 @@ def build(options: BuildOptions, reporter: Reporter | None = None,
             "skipped": [f.filename for f in summary.skipped],
             "failed": [f.filename for f in summary.failed],
         }
+        if builder.auto_record is not None:
+            record["auto"] = builder.auto_record
         mf.update(plan.out_dir, build=record)
     if raise_on_failure and summary.failed:
         raise BuildError("; ".join(f"{f.filename}: {f.reason}" for f in summary.failed))
@@ -895,6 +1066,8 @@ def _run(plan: BuildPlan, builder: _Builder) -> None:
                 done = _wait_any(pending)
                 net = pending.pop(done)
                 builder.make_files(net, done.result())  # re-raises a conversion error
+            if plan.auto_jobs:
+                builder.make_auto()
         except BaseException:
             for future in futures:
                 future.cancel()

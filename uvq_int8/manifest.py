@@ -61,6 +61,8 @@ BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "skipped": list,
     "failed": list,
 }
+# Present only in some build records: the auto search (uvq_int8.auto.AutoResult.as_dict()).
+OPTIONAL_BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {"auto": dict}
 IO_FIELDS = ("index", "name", "signature_name", "role", "shape", "dtype", "scale", "zero_point")
 
 
@@ -188,6 +190,10 @@ def validate(data: Any) -> list[str]:
         builds = []
     for i, record in enumerate(builds):
         problems += [f"builds[{i}]: {p}" for p in _check_fields(record, BUILD_FIELDS)]
+        if isinstance(record, dict):
+            problems += [f"builds[{i}]: {key} has type {type(record[key]).__name__}"
+                         for key, kind in OPTIONAL_BUILD_FIELDS.items()
+                         if key in record and not isinstance(record[key], kind)]
     return problems
 
 
@@ -256,6 +262,17 @@ def update(model_dir: str | Path, entries: Mapping[str, dict[str, Any]] = (),
         current.builds.append(dict(build))
     save(current, model_dir)
     return current
+
+
+def auto_record(manifest: Manifest, filename: str) -> dict[str, Any] | None:
+    """The auto search record of the build that made ``filename`` (None if not an auto file)."""
+    entry = manifest.files.get(filename) or {}
+    if entry.get("recipe") != "auto":
+        return None
+    for record in reversed(manifest.builds):
+        if record.get("build_id") == entry.get("build_id") and isinstance(record.get("auto"), dict):
+            return record["auto"]
+    return None
 
 
 def file_entry(**values: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Every quantizing recipe starts from the float32 file that ``convert`` wrote,
 so each net goes through litert-torch once per build. FINDINGS.md explains the
 choices: litert-torch's blockwise INT4 recipe quantizes no convolution, so
 int4 uses ai-edge-quantizer's ``dynamic_wi4_afp32``; static int8 calibrates
-frame by frame in profiler mode (1.3 GB instead of 11 GB) and averages the
-per-frame ranges (better than their union).
+frame by frame in profiler mode (1.3 GB instead of 11 GB; ``auto.calibrate_per_frame``)
+and averages the per-frame ranges.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-import numpy as np
 
 from uvq_int8.errors import UserError
 from uvq_int8.tflite_info import ModelInfo
@@ -58,6 +57,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("static_wi8_ai8", "int8",
            {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
             "activations": "int8", "calibration_mode": "profiler", "range_merge": "mean"},
+           calibrated=True),
+    # What ``auto`` makes is decided per build by a measured search (uvq_int8.auto); the
+    # file's manifest entry records the choice under recipe_options["choice"].
+    Recipe("auto", None,
+           {"tool": "uvq-int8 auto search", "candidates": "float32, fp16_weights, "
+            "static_wi8_ai8 per range merge, static_wi8_ai8 with float op groups"},
            calibrated=True),
 )}
 
@@ -130,13 +135,6 @@ def _recipe_config(name: str):
     return builders[name]()
 
 
-@dataclass(frozen=True)
-class CalibrationStats:
-    frames: int
-    tensors: int
-    seconds: float
-
-
 def profiler_calibrator(float_model: bytes, threads: int = 2):
     """ai-edge-quantizer's calibrator in profiler mode (frame by frame, ~1 GB, not ~11 GB),
     with the static int8 recipe loaded; returns (calibrator, recipe manager)."""
@@ -151,43 +149,6 @@ def profiler_calibrator(float_model: bytes, threads: int = 2):
     except Exception as exc:
         raise QuantizationError(f"ai-edge-quantizer cannot calibrate this model: {exc}") from None
     return calib, manager
-
-
-def calibrate(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
-              threads: int = 2) -> tuple[dict[str, dict[str, np.ndarray]], CalibrationStats]:
-    """Per-tensor min/max averaged over samples, one sample in memory at a time.
-
-    ``inputs`` yields one {signature input name: array} per frame.
-    """
-    import time
-
-    started = time.perf_counter()
-    calib, manager = profiler_calibrator(float_model, threads)
-    signature = next(iter(calib.get_signature_list()))
-    sums: dict[str, list] = {}
-    frames = 0
-    for sample in inputs:
-        calib.reset_model_qsvs()  # this frame's ranges only; we average them ourselves
-        try:
-            with quiet_native_output():
-                calib.calibrate({signature: [dict(sample)]}, manager)
-        except Exception as exc:
-            raise QuantizationError(f"calibration failed on frame {frames + 1}: {exc}") from None
-        for name, qsv in calib.get_model_qsvs().items():
-            acc = sums.get(name)
-            lo, hi = np.asarray(qsv["min"], np.float64), np.asarray(qsv["max"], np.float64)
-            if acc is None:
-                sums[name] = [lo.copy(), hi.copy(), 1]
-            else:
-                acc[0] += lo
-                acc[1] += hi
-                acc[2] += 1
-        frames += 1
-    if not frames:
-        raise QuantizationError("calibration got no frames")
-    qsvs = {name: {"min": (lo / n).astype(np.float32), "max": (hi / n).astype(np.float32)}
-            for name, (lo, hi, n) in sums.items()}
-    return qsvs, CalibrationStats(frames, len(qsvs), time.perf_counter() - started)
 
 
 def quantize_model(recipe_name: str, float_model: bytes,

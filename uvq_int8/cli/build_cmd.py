@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from uvq_int8.build import DEFAULT_CALIBRATION_FRAMES
+from uvq_int8.build import DEFAULT_CALIBRATION_FRAMES, DEFAULT_VALIDATION_FRAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for net in ("content", "distortion", "aggregation"):
         src.add_argument(f"--{net}", metavar="PATH", help=f"the {net} net checkpoint")
     p.add_argument("--backend", default="all", metavar="NAMES",
-                   help="'all' (default) or a comma list, e.g. float32,int8-static")
+                   help="'all' (default; includes auto only with --max-logit-delta) or a comma "
+                        "list, e.g. float32,int8-static")
     p.add_argument("--out", metavar="DIR",
                    help="output directory (default: DIR/models/tflite_models/uvq1.5 with "
                         "--uvq-root, else the configured model directory: UVQ_MODEL_DIR, the config "
@@ -35,6 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cal.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
                      metavar="N", help=f"number of calibration frames "
                                        f"(default {DEFAULT_CALIBRATION_FRAMES})")
+    search = p.add_argument_group(
+        "auto backend (--backend auto): the fastest configuration within a logit budget")
+    search.add_argument("--max-logit-delta", type=float, metavar="D",
+                        help="the budget: largest change of the aggregation logit allowed on "
+                             "the validation frames (score = 3 + 2*tanh(logit), so the score "
+                             "moves at most 2*D); required for auto")
+    search.add_argument("--validation-videos", nargs="+", metavar="VIDEO", default=[],
+                        help="videos to measure candidates on (1 frame per second; not the "
+                             "calibration videos); default: built-in synthetic validation frames")
+    search.add_argument("--validation-frames", type=int, default=DEFAULT_VALIDATION_FRAMES,
+                        metavar="N", help=f"number of validation frames "
+                                          f"(default {DEFAULT_VALIDATION_FRAMES})")
+    search.add_argument("--no-mixed", dest="auto_mixed", action="store_false",
+                        help="do not try int8 with some op groups left float (whole nets only)")
+    search.add_argument("--no-sensitivity", dest="sensitivity", action="store_false",
+                        help="skip the per-op-group sensitivity table unless the mixed search "
+                             "needs it (saves minutes; the verify report then has no table)")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="conversions to run at once, one process each (default: 2 on 2+ cores)")
     p.add_argument("--threads", type=int, metavar="N", help="interpreter threads for calibration")
@@ -60,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     options = _build.BuildOptions(
         checkpoints=checkpoints, out_dir=out_dir, backends=args.backend, force=args.force,
         calibration_videos=[Path(v).expanduser() for v in args.calibration_videos],
-        calibration_frames=args.calibration_frames, **extra)
+        calibration_frames=args.calibration_frames, max_logit_delta=args.max_logit_delta,
+        validation_videos=[Path(v).expanduser() for v in args.validation_videos],
+        validation_frames=args.validation_frames, auto_mixed=args.auto_mixed,
+        sensitivity=args.sensitivity, **extra)
 
     from rich.console import Console
 
@@ -75,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.as_dict(), indent=2))
     elif not args.quiet:
         console.print(summary_table(summary))
+        if summary.auto:
+            console.print(auto_line(summary.auto))
         console.print(summary_line(summary))
     for failed in summary.failed:
         print(f"uvq-int8: error: {failed.filename}: {failed.reason}", file=sys.stderr)
@@ -176,6 +199,16 @@ def summary_table(summary):
                       "-" if ratio is None else f"[bold]x{ratio:.2f}", "", "",
                       end_section=True)
     return table
+
+
+def auto_line(record: dict) -> str:
+    measured = record["measured"]
+    return (f"auto: content {record['labels']['content']}, distortion "
+            f"{record['labels']['distortion']}: logit Δ max {measured['logit_delta_max']:.4f} "
+            f"(mean {measured['logit_delta_mean']:.4f}) on {record['validation_frames']} "
+            f"validation frames, budget {record['max_logit_delta']:g}; modelled "
+            f"{record['modelled_speedup']:.2f}x float32 end to end; search "
+            f"{record['seconds']:.0f} s")
 
 
 def summary_line(summary) -> str:
