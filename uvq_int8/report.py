@@ -183,6 +183,10 @@ def markdown(report: VerifyReport) -> str:
                 _table(("claim", "guide", "ours (int8)", "guide's conditions", "our conditions"),
                        _guide_rows(report.guide)), ""]
 
+    for name, b in report.backends.items():
+        if b.auto:
+            out += auto_section(name, b.auto)
+
     checks = [c for b in report.backends.values() for c in b.checks]
     if checks:
         out += ["### Limits", "",
@@ -193,6 +197,36 @@ def markdown(report: VerifyReport) -> str:
                          "not measured" if c.value is None else ("pass" if c.passed else "FAIL"),
                          c.basis) for c in checks]), ""]
     return "\n".join(out)
+
+
+def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
+    """What the auto search chose and why: its candidates and the sensitivity tables."""
+    from uvq_int8.sensitivity import SensitivityTable
+
+    m = record["measured"]
+    out = [f"### {backend}: the configuration the build's search chose", "",
+           f"Budget (`--max-logit-delta`) {record['max_logit_delta']:g}, measured on "
+           f"{record['validation_frames']} validation frames against the float32 files: "
+           f"content **{record['labels']['content']}**, distortion "
+           f"**{record['labels']['distortion']}**; logit Δ max {m['logit_delta_max']:.4f} "
+           f"(mean {m['logit_delta_mean']:.4f}); modelled {record['modelled_speedup']:.2f}x "
+           f"float32's end-to-end time. Candidates (each with the other net float32):", "",
+           _table(("net", "candidate", "modelled ms/frame", "logit Δ max", "logit Δ mean",
+                   "feature rel. error"),
+                  [(c["net"], c["label"], f"{c['modelled_ms']:.1f}",
+                    f"{c['logit_delta_max']:.4f}", f"{c['logit_delta_mean']:.4f}",
+                    f"{c['feature_rel_error']:.4f}") for c in record["candidates"]]), ""]
+    tables = record.get("sensitivity") or {}
+    if tables:
+        out += [f"### {backend}: sensitivity per op group", "",
+                "Each op group alone in full-integer int8 (the rest of the net float32, the "
+                "other net float32), measured on the validation frames; the last row is the "
+                "whole net in int8. A group's own error next to its share of the time is what "
+                "the mixed search trades.", ""]
+        for net in ("content", "distortion"):
+            if net in tables:
+                out += [SensitivityTable.from_dict(tables[net]).to_markdown(), ""]
+    return out
 
 
 def _guide_rows(guide: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:

@@ -412,6 +412,9 @@ class BackendReport:
     end_to_end: dict[str, EndToEnd]  # "vs_float32", "vs_pytorch"
     latency: Latency | None
     checks: list[Check] = field(default_factory=list)
+    # For files made by the auto search: its record from the manifest (budget, choices,
+    # measurements, sensitivity tables), see uvq_int8.auto.AutoResult.as_dict().
+    auto: dict[str, Any] | None = None
 
     @property
     def failures(self) -> list[Check]:
@@ -518,12 +521,31 @@ def default_thresholds(backend: str) -> tuple[Threshold, ...]:
     return tuple(loosest.values())
 
 
+def auto_thresholds(record: Mapping[str, Any]) -> tuple[Threshold, ...]:
+    """An auto build is held to its own budget: the logit limit is --max-logit-delta, which
+    the search met on its validation frames; verify checks it holds on other frames too.
+    The cosine limits are the loosest built-in ones (the budget is on the logit only)."""
+    budget = float(record["max_logit_delta"])
+    basis = (f"the build's --max-logit-delta {budget:g} (met with "
+             f"{record['measured']['logit_delta_max']:.4g} on its "
+             f"{record['validation_frames']} validation frames)")
+    loose = [t for t in default_thresholds("(auto)") if t.metric == "cosine_min"]
+    return (Threshold("aggregation", "logit_delta_max", budget, BASELINE, basis),
+            Threshold("aggregation", "score_delta_max", round(2 * budget, 6), BASELINE,
+                      "implied by the logit limit (|Δscore| <= 2 |Δlogit|)"),
+            *(Threshold(t.net, t.metric, t.limit, t.reference,
+                        "the loosest built-in limit; the auto budget is on the logit")
+              for t in loose))
+
+
 def thresholds_for(backend: str, max_logit_delta: float | None = None,
-                   max_score_delta: float | None = None) -> tuple[Threshold, ...]:
-    """Defaults with the command-line limits put in place of the logit/score ones."""
+                   max_score_delta: float | None = None,
+                   auto: Mapping[str, Any] | None = None) -> tuple[Threshold, ...]:
+    """Defaults (or an auto build's own limits) with the command-line limits put in place
+    of the logit/score ones."""
     override = {"logit_delta_max": max_logit_delta, "score_delta_max": max_score_delta}
     out = []
-    for t in default_thresholds(backend):
+    for t in (auto_thresholds(auto) if auto else default_thresholds(backend)):
         value = override.get(t.metric)
         if value is not None:
             t = Threshold(t.net, t.metric, float(value), t.reference, "set on the command line")
@@ -815,6 +837,17 @@ def _file_infos(models: runtime.Models, baseline: runtime.Models | None) -> dict
     return infos
 
 
+def _auto_record(files: Mapping[str, FileInfo]) -> dict[str, Any] | None:
+    """The auto search record behind these files, if the content file was made by it."""
+    from uvq_int8 import manifest as mf
+
+    path = Path(files["content"].path)
+    try:
+        return mf.auto_record(mf.load(path.parent), path.name)
+    except mf.ManifestError:
+        return None
+
+
 class _Timer:
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -960,7 +993,7 @@ class _Measurement:
             size_vs_float32=size / base_size if base_size else None,
             reduction_pct=(1 - size / base_size) * 100 if base_size else None,
             nets=nets_out, clips=[_clip_scores(n, self.logits[name][n]) for n in clip_names],
-            end_to_end=e2e, latency=lat)
+            end_to_end=e2e, latency=lat, auto=_auto_record(files))
 
 
 def _unique_names(clips: Sequence[Clip]) -> list[Clip]:

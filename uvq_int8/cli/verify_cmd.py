@@ -152,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     torch_ref, note = _torch_reference(args, settings.model_dir, threads)
     with _Progress(not args.quiet) as progress:
         report = V.run_verify(settings, clips, torch_ref, note, progress)
-    limits = {name: V.thresholds_for(name, args.max_logit_delta, args.max_score_delta)
-              for name in report.backends}
+    limits = {name: V.thresholds_for(name, args.max_logit_delta, args.max_score_delta,
+                                     auto=backend.auto)
+              for name, backend in report.backends.items()}
     V.check_thresholds(report, limits)
 
     written = []
