@@ -40,7 +40,10 @@ CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
 UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
 UVQ_ROOT_MODELS = Path("models") / "tflite_models" / "uvq1.5"
 DEFAULT_CALIBRATION_FRAMES = 16
-DEFAULT_VALIDATION_FRAMES = 8  # held-out frames the auto search measures on
+DEFAULT_VALIDATION_FRAMES = 8
+# What a build may hold at once (this process plus conversion workers): the design target
+# for the 8 GB edge boxes and CI runners we build on. Going past it is reported, not fatal.
+MEMORY_BOUND_BYTES = 4_000_000_000  # held-out frames the auto search measures on
 AUTO_BACKEND_NAME = "auto"
 BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
 BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
@@ -1023,6 +1026,11 @@ def build(options: BuildOptions, reporter: Reporter | None = None,
 
     results = _collect_results(plan, builder)
     peak = _peak_rss(sampler)
+    held = peak.get("concurrent", peak["max"])
+    if plan.to_build and held > MEMORY_BOUND_BYTES:
+        reporter.note(f"the build held {held / 1e9:.2f} GB at its peak, over the "
+                      f"{MEMORY_BOUND_BYTES / 1e9:.0f} GB bound; use --jobs 1 or fewer "
+                      f"--calibration-frames")
     summary = BuildSummary(plan.out_dir, mf.manifest_path(plan.out_dir), results,
                            time.perf_counter() - started, peak, builder.conversions,
                            builder.calibration_record, builder.build_id if plan.to_build else None,

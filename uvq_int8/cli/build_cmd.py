@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=max(console.width, 132))  # a log file: do not squeeze the table
     show_progress = not (args.quiet or args.json) and console.is_terminal
-    reporter = RichReporter(console) if show_progress else _NoteReporter()
+    reporter = RichReporter(console) if show_progress else NoteReporter()
     summary = _build.build(options, reporter=reporter, raise_on_failure=False)
 
     if args.json:
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-class _NoteReporter:
+class NoteReporter:
     """No progress display; notes (e.g. a replaced manifest) still reach stderr."""
 
     def start(self, jobs) -> None:
@@ -123,7 +123,7 @@ class _NoteReporter:
         pass
 
 
-class RichReporter(_NoteReporter):
+class RichReporter(NoteReporter):
     """One progress row per model file."""
 
     def __init__(self, console) -> None:
@@ -213,7 +213,10 @@ def auto_line(record: dict) -> str:
 
 def summary_line(summary) -> str:
     peak = summary.peak_rss_bytes
-    memory = f"peak memory {peak.get('concurrent', peak['max']) / 1e9:.2f} GB"
+    from uvq_int8.build import MEMORY_BOUND_BYTES
+
+    memory = (f"peak memory {peak.get('concurrent', peak['max']) / 1e9:.2f} GB "
+              f"(bound {MEMORY_BOUND_BYTES / 1e9:.0f} GB)")
     memory += (f" (build process {peak['self'] / 1e9:.2f} GB, largest conversion "
                f"{peak['children'] / 1e9:.2f} GB)")
     return (f"built {len(summary.built)}, up to date {len(summary.skipped)}, failed "

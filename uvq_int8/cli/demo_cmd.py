@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
     from uvq_int8 import build as _build
     from uvq_int8 import config as _config
     from uvq_int8 import proxy, runtime, synthetic
-    from uvq_int8.cli.build_cmd import RichReporter, _NoteReporter
+    from uvq_int8.cli.build_cmd import RichReporter, NoteReporter
     from uvq_int8.scoring import ScoreOptions, score_video
 
     backends = list(BUILTIN_ORDER) if args.backend == "all" else [
@@ -69,7 +69,7 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
 
     model_dir = workdir / "models"
     show = not args.quiet and err.is_terminal
-    reporter = RichReporter(err) if show else _NoteReporter()
+    reporter = RichReporter(err) if show else NoteReporter()
     _build.build(_build.BuildOptions(checkpoints=checkpoints, out_dir=model_dir,
                                      backends=backends), reporter)
 
