@@ -98,3 +98,36 @@ def test_integer_input_table_gives_the_same_bits_as_quantizing_floats(built_mode
     port = models.runners["distortion"].inputs[0]
     table = models.runners["distortion"].pixel_table()
     assert table.dtype == port.dtype and table.shape == (256,)
+
+
+def _runner_with_input_port(dtype, scale: float, zero_point: int) -> runtime.NetRunner:
+    # Only the input port matters to the pixel tables; no model file is needed.
+    runner = runtime.NetRunner.__new__(runtime.NetRunner)
+    runner.inputs = [runtime._Port(0, (9, 360, 640, 3), np.dtype(dtype), scale, zero_point)]
+    runner._pixel_table = None
+    runner._pair_table = None
+    return runner
+
+
+@pytest.mark.parametrize("dtype, scale, zero_point", [
+    (np.int8, 0.007823913358151913, 0),  # the built int8-static DistortionNet's input
+    (np.int8, 0.0078125, -3),
+    (np.uint8, 0.0079, 127),
+    (np.int16, 3.1e-5, 0),  # 2-byte values: falls back to the 256-entry table
+])
+def test_pixel_pair_lookup_equals_the_pixel_table(dtype, scale, zero_point):
+    from uvq_int8 import frames as F
+
+    runner = _runner_with_input_port(dtype, scale, zero_point)
+    table = runner.pixel_table()
+    every_pair = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2, 1)
+    assert np.array_equal(runner.quantize_pixels(every_pair), table[every_pair])
+    frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    patches = F.cut_patches(frame)
+    fast = runner.quantize_pixels(patches)
+    assert fast.dtype == table.dtype == np.dtype(dtype) and fast.shape == patches.shape
+    assert np.array_equal(fast, table[patches])
+    # ... and both equal quantizing the [-1,1] floats, as NetRunner.run would
+    assert np.array_equal(fast, runtime._to_port(F.to_unit_range(patches), runner.inputs[0]))
+    odd = frame[:5, :7]  # odd byte count and not contiguous: the 256-entry table path
+    assert np.array_equal(runner.quantize_pixels(odd), table[odd])

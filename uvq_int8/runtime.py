@@ -99,6 +99,7 @@ class NetRunner:
         self._check_shapes()
         self.roles = self._output_roles()
         self._pixel_table: np.ndarray | None = None
+        self._pair_table: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def _input_details(self) -> list[dict]:
@@ -150,6 +151,21 @@ class NetRunner:
             self._pixel_table = _to_port(F.to_unit_range(np.arange(256, dtype=np.uint8)),
                                          self.inputs[0])
         return self._pixel_table
+
+    def quantize_pixels(self, pixels_uint8: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> this net's quantized input: pixel_table()[pixels], quicker."""
+        table = self.pixel_table()
+        flat = pixels_uint8.reshape(-1)
+        if table.itemsize != 1 or flat.size % 2 or not flat.flags.c_contiguous:
+            return table[pixels_uint8]
+        if self._pair_table is None:
+            # Two adjacent bytes looked up at once through a 65536-entry table: half the
+            # lookups of the 256-entry table, and np.take is quicker than fancy indexing
+            # (4 ms instead of 10 ms for nine 360x640 patches).
+            pairs = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
+            self._pair_table = table.view(np.uint8)[pairs].view(np.uint16)
+        out = np.take(self._pair_table, flat.view(np.uint16))
+        return out.view(table.dtype).reshape(pixels_uint8.shape)
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         with self._lock:
@@ -235,10 +251,10 @@ class Models:
         if not distortion.inputs[0].quantized:
             return self.features_from_inputs(*F.net_inputs(frame_uint8))
         # A full-integer DistortionNet: map uint8 pixels straight to its int8 input
-        # through a 256-entry table (the same numbers as quantizing the [-1,1] frame,
-        # without a float pass over 6 M values per frame).
-        content_in = F.resize_for_content(F.to_unit_range(frame_uint8))[None]
-        patches = distortion.pixel_table()[F.cut_patches(frame_uint8)]
+        # through a table (the same numbers as quantizing the [-1,1] frame, without a
+        # float pass over 6 M values per frame).
+        content_in = F.content_input(frame_uint8)
+        patches = distortion.quantize_pixels(F.cut_patches(frame_uint8))
         return self.features_from_inputs(content_in, patches)
 
     def features_from_inputs(self, content_in: np.ndarray,
