@@ -161,6 +161,15 @@ def main() -> int:
         delta = (f"{np.max(np.abs(np.subtract(r['logits'], base['logits']))):.4f}"
                  if base else "-")
         print(f"| {name} | {r['seconds']:.2f} | {vs32} | {vsref} | {delta} |")
+    if base:
+        # float32 and each backend run back to back in every round, so the ratio of a
+        # round is less exposed to the machine's load drifting between rounds.
+        print("\nfloat32 seconds / backend seconds, per round (median):")
+        for name, r in results["backends"].items():
+            paired = [f / b for f, b in zip(base["all_seconds"], r["all_seconds"])]
+            r["paired_speedups"] = paired
+            print(f"  {name}: {' '.join(f'{x:.2f}' for x in paired)} "
+                  f"({float(np.median(paired)):.2f})")
 
     if args.memory:
         short = make_clip(args.clips / "testsrc2_1080p30_10s.mp4", 10)

@@ -191,3 +191,12 @@ def test_third_party_backend_from_an_entry_point_scores(built_models, reference_
     assert stats["model_files"]["distortion"].endswith("distortion_net_extra.tflite")
     golden = np.load(reference_dir / "sample_portrait.golden.npz")
     assert np.abs(np.array(stats["per_frame_logits"]) - golden["per_frame_logits"]).max() < 5e-3
+
+
+@pytest.mark.parametrize("cores, threads, expected", [(2, 2, 1), (8, 2, 6), (4, 4, 1), (1, 2, 1),
+                                                      (4, 0, 3)])
+def test_decoder_gets_the_cores_the_interpreter_leaves(monkeypatch, cores, threads, expected):
+    from uvq_int8 import scoring
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert scoring.decode_threads(threads) == expected

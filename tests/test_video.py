@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -202,6 +203,15 @@ def test_size_change_mid_stream_hands_over_to_upstream_command(tmp_path):
     assert ours == upstream_bytes(clip, 5, False, tmp_path)
 
 
+@pytest.mark.parametrize("method", ["split", "upstream"])
+def test_decoder_thread_count_does_not_change_the_frames(tmp_path, method):
+    clip = make_clip(tmp_path / "c.mp4", "30", 2.0, "640x360")
+    ours, stats = decoded_bytes(clip, fps=3, method=method, decode_threads=1)
+    first = stats.commands[0]
+    assert first[first.index("-i") - 2:first.index("-i")] == ["-threads", "1"]
+    assert ours == upstream_bytes(clip, 3, False, tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rate", ["24", "25", "30000/1001", "30", "60"])
 @pytest.mark.parametrize("seconds", [2.5, 7])
@@ -257,6 +267,50 @@ def test_nothing_starts_before_the_first_frame_is_asked_for(landscape):
     stats = video.DecodeStats()
     video.iter_frames(landscape, stats=stats)
     assert stats.pids == []
+
+
+def test_ffmpeg_is_stopped_once_the_last_frame_is_read():
+    # A stand-in for ffmpeg that writes every frame asked for, then would go on for a
+    # minute (as ffmpeg goes on decoding to the end of the file): the reader stops it
+    # without waiting for the consumer to finish with the frames.
+    frame_bytes = 12
+    writer = ("import sys, time; sys.stdout.buffer.write(bytes(range(36))); "
+              "sys.stdout.flush(); time.sleep(60)")
+    pipeline = video._Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
+                               video.DecodeStats())
+    try:
+        frames = [pipeline.get() for _ in range(3)]
+        assert [bytes(f[:2]) for f in frames] == [b"\x00\x01", b"\x0c\x0d", b"\x18\x19"]
+        proc = pipeline.procs[0]
+        proc.wait(timeout=10)  # without the stop this waits for the stand-in's minute
+        assert pipeline.get() is video._EOF
+    finally:
+        pipeline.close()
+
+
+def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
+    # ffmpeg's frame-threaded rawvideo encoder held a frame back until the next arrived,
+    # so at fps=1 each frame waited for another second of video to be decoded.
+    clip = make_clip(tmp_path / "c.mp4", "25", 1.0)
+    info = video.probe(clip)
+    plan = video.sample_plan(info, 1)
+    first, second = video._split_commands(video._ffmpeg_url(clip), info, plan, False, "ffmpeg")
+    w, h = info.frame_size
+    one_frame = subprocess.run(first, capture_output=True, check=True).stdout[:w * h * 3 // 2]
+    proc = subprocess.Popen(second, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(one_frame)
+        proc.stdin.flush()  # and stdin stays open: no end of input to flush the frame out
+        got = bytearray()
+        reader = threading.Thread(
+            target=lambda: got.extend(proc.stdout.read(video.FRAME_BYTES)), daemon=True)
+        reader.start()
+        reader.join(timeout=20)
+        assert len(got) == video.FRAME_BYTES
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_memory_stays_bounded_by_the_queue(tmp_path):

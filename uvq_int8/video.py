@@ -56,6 +56,12 @@ TRANSPOSE_FILTER = "transpose=2,"  # upstream: rotate 90 degrees counter-clockwi
 STDERR_LINES = 20
 _QUIET = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error"]
 METHODS = ("auto", "upstream", "split")
+# The split pipeline's raw outputs. ffmpeg's rawvideo encoder is frame-threaded by
+# default, and each extra thread holds a frame back: at fps=1 the first frame reached us
+# only after ffmpeg #1 had decoded two sampled seconds, and the last only at the end of
+# the file. One thread (which also runs the small filter graph on one thread) delivers
+# each frame as soon as it is decoded; the bytes are the same (tests compare them).
+_RAW_OUT = ["-threads", "1", "-f", "rawvideo"]
 
 # Colour tags that setparams accepts under the names ffprobe prints.
 _SETPARAMS_VALUES = {
@@ -403,30 +409,42 @@ def _split_commands(url: str, info: VideoInfo, plan: SamplePlan, transpose: bool
     # same frames (compared byte for byte in the tests).
     guard = f"crop=w='if(eq(iw,{w})*eq(ih,{h}),iw,0)':h=ih:x=0:y=0"
     first = [ffmpeg, *_QUIET, "-i", url, "-an", "-sn", "-dn", "-vf", guard,
-             "-r", str(plan.fps), "-f", "rawvideo", "pipe:1"]
+             "-r", str(plan.fps), *_RAW_OUT, "pipe:1"]
     chain = ",".join(p for p in (params, upstream_filter(transpose)) if p)
     second = [ffmpeg, *_QUIET[1:], "-f", "rawvideo", "-pix_fmt", info.pix_fmt, "-s", f"{w}x{h}",
-              "-i", "pipe:0", "-vf", chain, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+              "-i", "pipe:0", "-vf", chain, *_RAW_OUT, "-pix_fmt", "rgb24", "pipe:1"]
     return [first, second]
 
 
+def _decoder_threads(argv: list[str], threads: int | None) -> list[str]:
+    # An input option: the threads of the decoder reading the file. Decoded pictures are
+    # the same with any number of threads.
+    if not threads:
+        return argv
+    i = argv.index("-i")
+    return [*argv[:i], "-threads", str(int(threads)), *argv[i:]]
+
+
 def decode_commands(path: str | Path, info: VideoInfo, plan: SamplePlan, transpose: bool,
-                    ffmpeg: str = "ffmpeg", method: str = "auto"
-                    ) -> list[tuple[str, list[list[str]]]]:
+                    ffmpeg: str = "ffmpeg", method: str = "auto",
+                    decode_threads: int | None = None) -> list[tuple[str, list[list[str]]]]:
     """Decode attempts in order, each (method, argv list of piped processes).
 
     "split" is followed by "upstream": if the split pipeline stops with an error, decoding
     resumes with upstream's command after the frames already delivered.
+    ``decode_threads`` sets the video decoder's threads (None: ffmpeg's default).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         method = "split" if _split_supported(info, plan, ffmpeg) else "upstream"
     url = _ffmpeg_url(path)
-    upstream = ("upstream", [_upstream_command(url, plan, transpose, ffmpeg)])
+    upstream = ("upstream", [_decoder_threads(_upstream_command(url, plan, transpose, ffmpeg),
+                                              decode_threads)])
     if method == "upstream":
         return [upstream]
-    return [("split", _split_commands(url, info, plan, transpose, ffmpeg)), upstream]
+    first, *rest = _split_commands(url, info, plan, transpose, ffmpeg)
+    return [("split", [_decoder_threads(first, decode_threads), *rest]), upstream]
 
 
 class _StderrTail(threading.Thread):
@@ -512,6 +530,10 @@ class _Pipeline:
                     buf[got:] = 0
                 if not self._put(buf) or got < self.frame_bytes:
                     break
+            else:
+                # Every frame this decode can deliver has been read; ffmpeg would go on
+                # decoding to the end of the file, taking CPU from the nets.
+                self._terminate()
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
         finally:
@@ -538,11 +560,14 @@ class _Pipeline:
                 codes.append(None)
         return codes
 
-    def close(self) -> None:
-        self.stop.set()
+    def _terminate(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._terminate()
         reader = getattr(self, "reader", None)
         if reader is not None:
             deadline = time.monotonic() + 5
@@ -573,7 +598,8 @@ class _Pipeline:
 def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
                 ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", method: str = "auto", queue_frames: int = 2,
-                stats: DecodeStats | None = None) -> Iterator[np.ndarray]:
+                stats: DecodeStats | None = None,
+                decode_threads: int | None = None) -> Iterator[np.ndarray]:
     """Yield upstream's frames for ``path``: uint8 [1080,1920,3] RGB, exactly
     ``video_length * fps`` of them (black frames pad a short decode, as upstream pads).
 
@@ -586,7 +612,7 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
         _check_file(path)
     plan = sample_plan(info, fps)
     binary = _binary(ffmpeg, "--ffmpeg_path")
-    attempts = decode_commands(path, info, plan, transpose, binary, method)
+    attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
     stats = stats if stats is not None else DecodeStats()
     stats.method = attempts[0][0]
     stats.commands = [argv for _, cmds in attempts for argv in cmds]
