@@ -244,11 +244,18 @@ class AutoResult:
                 "measured_logit_delta_max": self.measurement.logit_delta_max}
 
     def summary(self) -> str:
-        return (f"auto: content {self.content.label}, distortion {self.distortion.label}; "
-                f"logit Δ max {self.measurement.logit_delta_max:.4f} "
-                f"(mean {self.measurement.logit_delta_mean:.4f}) on {self.frames} held-out "
-                f"frames, budget {self.budget:g}; modelled {self.modelled_speedup:.2f}x "
-                f"float32 end to end")
+        return describe(self.as_dict())
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """One line for a search record (``AutoResult.as_dict()``, as the manifest keeps it)."""
+    m = record["measured"]
+    return (f"auto: content {record['labels']['content']}, distortion "
+            f"{record['labels']['distortion']}: logit Δ max {m['logit_delta_max']:.4f} "
+            f"(mean {m['logit_delta_mean']:.4f}) on {record['validation_frames']} validation "
+            f"frames, budget {record['max_logit_delta']:g}; modelled "
+            f"{record['modelled_speedup']:.2f}x float32 end to end; search "
+            f"{record['seconds']:.0f} s")
 
 
 # --------------------------------------------------------------------------- search
@@ -311,21 +318,6 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, hel
             break
         chosen = trial
     return out, table
-
-
-def choose_range_merge(net: str, float_model: bytes, ranges: FrameRanges, held_out: S.HeldOut,
-                       merges: Sequence[str] = RANGE_MERGES
-                       ) -> tuple[str, dict[str, S.Measurement]]:
-    """For the int8-static backend: the merge of per-frame ranges that changes the logit
-    least on held-out frames (ties: the order of ``merges``), with every merge's result."""
-    ops = S.graph_ops(float_model)
-    results = {}
-    for how in merges:
-        model = S.quantize_static(float_model, ranges.merged(how), (), ops)
-        results[how] = held_out.measure(**{net: model})
-    best = min(merges, key=lambda h: (results[h].logit_delta_max, results[h].logit_delta_mean,
-                                      merges.index(h)))
-    return best, results
 
 
 def choose(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         console.print(summary_table(summary))
         if summary.auto:
-            console.print(auto_line(summary.auto))
+            from uvq_int8.auto import describe
+
+            console.print(describe(summary.auto))
         console.print(summary_line(summary))
     for failed in summary.failed:
         print(f"uvq-int8: error: {failed.filename}: {failed.reason}", file=sys.stderr)
@@ -199,16 +201,6 @@ def summary_table(summary):
                       "-" if ratio is None else f"[bold]x{ratio:.2f}", "", "",
                       end_section=True)
     return table
-
-
-def auto_line(record: dict) -> str:
-    measured = record["measured"]
-    return (f"auto: content {record['labels']['content']}, distortion "
-            f"{record['labels']['distortion']}: logit Δ max {measured['logit_delta_max']:.4f} "
-            f"(mean {measured['logit_delta_mean']:.4f}) on {record['validation_frames']} "
-            f"validation frames, budget {record['max_logit_delta']:g}; modelled "
-            f"{record['modelled_speedup']:.2f}x float32 end to end; search "
-            f"{record['seconds']:.0f} s")
 
 
 def summary_line(summary) -> str:
