@@ -226,3 +226,33 @@ def test_a_changed_budget_rebuilds_the_auto_files_only(loose, tmp_path):
                        "distortion_net_auto.tflite": "recipe options changed",
                        "aggregation_net_auto.tflite": None}
     assert plan.nets_to_convert == []  # the float32 files are current
+
+
+def test_validation_videos_are_decoded_and_recorded(build_all, reference_dir, tmp_path, capsys):
+    out = _copy(build_all.path, tmp_path / "models")
+    videos = [reference_dir / "sample_landscape.mp4", reference_dir / "sample_portrait.mp4"]
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out), "--backend", "auto",
+                 "--max-logit-delta", "3", "--validation-videos", *map(str, videos),
+                 "--validation-frames", "2", "--calibration-frames", "2", "--no-mixed",
+                 "--no-sensitivity", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["conversions"] == [] and summary["auto"]["validation_frames"] == 2
+    assert summary["auto"]["sensitivity"] == {}
+    validation = mf.load(out).files["distortion_net_auto.tflite"]["recipe_options"]["validation"]
+    assert validation["source"] == "videos" and validation["frames"] == 2
+    assert [v["sha256"] for v in validation["videos"]] == [mf.sha256_file(v) for v in videos]
+
+
+def test_a_broken_validation_video_stops_the_build_before_any_work(build_all, reference_dir,
+                                                                   tmp_path, capsys):
+    out = _copy(build_all.path, tmp_path / "models")
+    before = sorted(p.name for p in out.iterdir())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out), "--backend", "auto",
+                 "--max-logit-delta", "3", "--validation-videos", str(broken)])
+    err = capsys.readouterr().err
+    assert code == 1 and "broken.mp4" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written

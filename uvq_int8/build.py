@@ -773,12 +773,16 @@ class _Builder:
         self.float_paths: dict[str, Path] = dict(plan.float_sources)
         self.ranges: dict[str, Any] = {}  # net -> auto.FrameRanges, shared by the recipes
         self.auto_record: dict[str, Any] | None = None
+        self.validation: list[Any] | None = None  # held-out frames of the auto search
 
     # -- frames ---------------------------------------------------------------
 
     def prepare_frames(self) -> None:
-        """Resolve the frame source; decode calibration videos now, before converting."""
+        """Resolve the frame sources; decode calibration and validation videos now, before
+        converting, so a broken video stops the build before its slow part."""
         options = self.plan.options
+        if self.plan.auto_jobs and options.validation_videos:
+            self.validation = self.validation_frames()
         if not any(j.options.get("calibration") for j in self.plan.to_build):
             return
         if not options.calibration_videos:
@@ -918,8 +922,10 @@ class _Builder:
                 self.reporter.status(job.filename, text)
             self.sampler.sample()
 
-        say("decoding validation frames")
-        frames = self.validation_frames()
+        if self.validation is None:
+            say("making validation frames")
+            self.validation = self.validation_frames()
+        frames = self.validation
         float_models = {net: self.float_paths[net].read_bytes() for net in S.BACKBONES}
         ranges = {net: self.frame_ranges(net, jobs[net].filename, float_models[net])
                   for net in S.BACKBONES}
