@@ -40,10 +40,10 @@ CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
 UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
 UVQ_ROOT_MODELS = Path("models") / "tflite_models" / "uvq1.5"
 DEFAULT_CALIBRATION_FRAMES = 16
-DEFAULT_VALIDATION_FRAMES = 8
+DEFAULT_VALIDATION_FRAMES = 8  # held-out frames the auto search measures on
 # What a build may hold at once (this process plus conversion workers): the design target
 # for the 8 GB edge boxes and CI runners we build on. Going past it is reported, not fatal.
-MEMORY_BOUND_BYTES = 4_000_000_000  # held-out frames the auto search measures on
+MEMORY_BOUND_BYTES = 4_000_000_000
 AUTO_BACKEND_NAME = "auto"
 BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
 BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
@@ -395,8 +395,8 @@ def _calibration_description(options: BuildOptions) -> dict[str, Any]:
 def _validation_description(options: BuildOptions) -> dict[str, Any]:
     n = options.validation_frames
     if options.validation_videos:
-        videos = [{"name": Path(v).expanduser().name, "sha256": mf.sha256_file(Path(v).expanduser())}
-                  for v in options.validation_videos]
+        paths = [Path(v).expanduser() for v in options.validation_videos]
+        videos = [{"name": p.name, "sha256": mf.sha256_file(p)} for p in paths]
         return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
     if options.validation_source is not None:
         return {"source": options.validation_source_name, "frames": n}
