@@ -1,0 +1,117 @@
+"""Where one scored frame's time goes: nets at 1 and 2 threads, preprocessing, decoding.
+
+Run by hand (not a test; shared machines are noisy):
+
+    .venv/bin/python benchmarks/breakdown.py --model-dir MODELS [--backends float32,int8-static]
+
+It makes (or reuses) bench_e2e's 20 s 1080p30 clip and prints, per backend, the median
+invoke time of ContentNet and DistortionNet at 1 and 2 interpreter threads and the
+preprocessing of one frame; then the decoding cost per scored frame (wall and ffmpeg CPU,
+through ``uvq_int8.video.iter_frames``) and ffmpeg's decode-only CPU for the whole clip with
+and without ``-skip_frame noref``. These are the figures behind docs/benchmarks.md's
+"where an int8 frame's time goes".
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_e2e  # noqa: E402  (make_clip: the same clip as the end-to-end benchmark)
+
+
+def median_ms(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
+
+
+def nets(backend: str, model_dir: Path, frame: np.ndarray, runs: int) -> dict:
+    from uvq_int8 import frames as F
+    from uvq_int8 import runtime
+
+    out = {}
+    for threads in (1, 2):
+        models = runtime.load_models(backend, model_dir, threads)
+        content = models.runners["content"]
+        distortion = models.runners["distortion"]
+        c_in, patches = F.net_inputs(frame)
+        if distortion.inputs[0].quantized:
+            patches_in = distortion.quantize_pixels(F.cut_patches(frame))
+            out["preprocess_ms"] = median_ms(
+                lambda: (F.content_input(frame), distortion.quantize_pixels(F.cut_patches(frame))),
+                runs)
+            run_d = lambda: distortion.run(patches_in)  # noqa: E731
+        else:
+            out["preprocess_ms"] = median_ms(lambda: F.net_inputs(frame), runs)
+            run_d = lambda: distortion.run(patches)  # noqa: E731
+        out[f"content_ms_{threads}t"] = median_ms(lambda: content.run(c_in), runs)
+        out[f"distortion_ms_{threads}t"] = median_ms(run_d, runs)
+    return out
+
+
+def decoding(clip: Path) -> dict:
+    from uvq_int8 import video
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    n = sum(1 for _ in video.iter_frames(clip, fps=1, decode_threads=1))
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"frames": n, "wall_ms_per_frame": wall / n * 1000, "cpu_ms_per_frame": cpu / n * 1000}
+
+
+def decode_only_cpu(clip: Path, extra: list[str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-threads", "1", *extra, "-i",
+                    str(clip), "-an", "-f", "null", "-"], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="built model files")
+    parser.add_argument("--backends", default="float32,int8-static",
+                        help="comma list of backends (default: float32,int8-static)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench",
+                        help="where the 20 s clip is made or reused")
+    args = parser.parse_args()
+
+    from uvq_int8 import video
+
+    clip = bench_e2e.make_clip(args.clips / "testsrc2_1080p30_20s.mp4", 20)
+    frame = next(iter(video.iter_frames(clip, fps=1)))
+    print("| backend | content 1t / 2t ms | distortion 1t / 2t ms | preprocessing ms |")
+    print("|---|---|---|---|")
+    for backend in args.backends.split(","):
+        r = nets(backend.strip(), args.model_dir, frame, args.runs)
+        print(f"| {backend} | {r['content_ms_1t']:.1f} / {r['content_ms_2t']:.1f} | "
+              f"{r['distortion_ms_1t']:.0f} / {r['distortion_ms_2t']:.0f} | "
+              f"{r['preprocess_ms']:.1f} |")
+    d = decoding(clip)
+    print(f"\ndecoding ({d['frames']} scored frames): {d['wall_ms_per_frame']:.0f} ms wall, "
+          f"{d['cpu_ms_per_frame']:.0f} ms ffmpeg CPU per scored frame")
+    full, skipped = decode_only_cpu(clip, []), decode_only_cpu(clip, ["-skip_frame", "noref"])
+    print(f"ffmpeg decode only, whole clip: {full:.2f} s CPU; with -skip_frame noref "
+          f"{skipped:.2f} s (not usable: it changes which frames are scored)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
