@@ -444,8 +444,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
 
     backends = resolve_backends(options.backends,
                                 include_auto=options.max_logit_delta is not None)
-    _check_auto_options(options, any(b.name == AUTO_BACKEND_NAME
-                                     or "auto" in b.recipes.values() for b in backends))
+    _check_auto_options(options, any("auto" in b.recipes.values() for b in backends))
     checkpoints = {net: Path(options.checkpoints[net]).expanduser() for net in NETS}
     for net, path in checkpoints.items():
         if not path.is_file():
