@@ -122,8 +122,7 @@ def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> l
     chosen: list[BackendLike] = []
     for item in items:
         if item == "all":
-            chosen += [b for b in available.values() if _buildable(b)
-                       and (include_auto or b.name != AUTO_BACKEND_NAME)]
+            chosen += buildable_backends(include_auto, available)
             continue
         if "=" in item:
             raise BuildError(f"build takes backend names, not a per-net mix ({item!r}); "
@@ -136,6 +135,15 @@ def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> l
                              f"uvq-int8 build can make")
         unique.setdefault(backend.name, backend)
     return list(unique.values())  # type: ignore[return-value]
+
+
+def buildable_backends(include_auto: bool,
+                       available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
+    """What ``all`` means to ``build``: every registered backend whose recipes this package
+    can make, in registry order; ``auto`` only with ``include_auto`` (a budget was given)."""
+    available = discover() if available is None else available
+    return [b for b in available.values()
+            if _buildable(b) and (include_auto or b.name != AUTO_BACKEND_NAME)]
 
 
 def _buildable(backend: Any) -> bool:
@@ -415,16 +423,25 @@ def _auto_options(options: BuildOptions, base: dict[str, Any],
             "checkpoints": {net: refs[net]["sha256"] for net in NETS}}
 
 
-def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
-    budget = options.max_logit_delta
-    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget)
-                                   and budget >= 0):
+def check_budget(budget: float) -> None:
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 0):
         raise BuildError(f"--max-logit-delta must be a non-negative number, got {budget}")
-    if not wants_auto:
-        return
+
+
+def require_budget(budget: float | None) -> None:
+    """The one refusal for ``auto`` without a budget (build and demo alike)."""
     if budget is None:
         raise BuildError("--backend auto needs --max-logit-delta D: the largest change of the "
                          "aggregation logit (score = 3 + 2*tanh(logit)) it may cost, e.g. 0.1")
+
+
+def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
+    budget = options.max_logit_delta
+    if budget is not None:
+        check_budget(budget)
+    if not wants_auto:
+        return
+    require_budget(budget)
     if options.validation_frames < 1:
         raise BuildError(f"--validation-frames must be at least 1, got "
                          f"{options.validation_frames}")

@@ -777,6 +777,15 @@ class VerifySettings:
     check_manifest: bool = True
 
 
+def backends_with_files(model_dir: Path,
+                        available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
+    """What ``all`` means to ``verify``: every registered backend with at least one of its
+    files in ``model_dir``, in registry order."""
+    available = discover() if available is None else available
+    return [b for b in available.values()
+            if any(Path(p).is_file() for p in b.model_paths(model_dir).values())]
+
+
 def select_backends(requested: Sequence[str] | None, model_dir: Path) -> list[BackendLike]:
     """Backends to verify; float32 (the baseline) always first.
 
@@ -793,9 +802,7 @@ def select_backends(requested: Sequence[str] | None, model_dir: Path) -> list[Ba
             names += [n.strip() for n in item.split(",") if n.strip()]
     chosen: list[BackendLike] = []
     if not names or "all" in names:
-        for backend in available.values():
-            if any(Path(p).is_file() for p in backend.model_paths(model_dir).values()):
-                chosen.append(backend)
+        chosen = backends_with_files(model_dir, available)
         names = [n for n in names if n != "all"]
         if not chosen:
             raise ModelFilesError(f"no backend has model files in {model_dir}; "

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 
@@ -147,6 +147,14 @@ def _binary(name: str, flag: str) -> str:
     if not found:
         raise VideoError(f"{name!r} not found or not executable; install ffmpeg or pass {flag}")
     return found
+
+
+def require_ffmpeg(tools: Sequence[str] = ("ffmpeg", "ffprobe")) -> None:
+    """Fail at once, before any work, when the ffmpeg programs are not on PATH."""
+    missing = [name for name in tools if not shutil.which(name)]
+    if missing:
+        raise VideoError(f"{' and '.join(missing)} not found on PATH; install ffmpeg "
+                         f"(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)")
 
 
 def _run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:
