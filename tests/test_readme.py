@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,12 +90,26 @@ def run_readme(text: str, env: dict[str, str]) -> list[subprocess.CompletedProce
     for command in readme_commands(text):
         if runs_test_suite(command):
             continue
-        result = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, text=True,
-                                capture_output=True, stdin=subprocess.DEVNULL, timeout=1800)
+        result = _run_command(command, env)
         done.append(result)
         if result.returncode != 0:
             break
     return done
+
+
+def _run_command(command: str, env: dict[str, str],
+                 timeout: float = 1800) -> subprocess.CompletedProcess:
+    # Its own process group, so a timeout ends the demo and its workers too, not just bash.
+    proc = subprocess.Popen(["bash", "-c", command], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout:.0f} s)"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _outside_state() -> dict[str, object]:
