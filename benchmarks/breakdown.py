@@ -7,7 +7,7 @@ Run by hand (not a test; shared machines are noisy):
 It makes (or reuses) bench_e2e's 20 s 1080p30 clip and prints, per backend, the median
 invoke time of ContentNet and DistortionNet at 1 and 2 interpreter threads and the
 preprocessing of one frame; then the decoding cost per scored frame (wall and ffmpeg CPU,
-through ``uvq_int8.video.iter_frames``) and ffmpeg's decode-only CPU for the whole clip with
+through ``uvq_int8.video.uvq_frames``) and ffmpeg's decode-only CPU for the whole clip with
 and without ``-skip_frame noref``. These are the figures behind docs/benchmarks.md's
 "where an int8 frame's time goes".
 """
@@ -68,7 +68,7 @@ def decoding(clip: Path) -> dict:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    n = sum(1 for _ in video.iter_frames(clip, fps=1, decode_threads=1))
+    n = sum(1 for _ in video.uvq_frames(clip, fps=1, decode_threads=1))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -96,7 +96,7 @@ def main() -> int:
     from uvq_int8 import video
 
     clip = bench_e2e.make_clip(args.clips / "testsrc2_1080p30_20s.mp4", 20)
-    frame = next(iter(video.iter_frames(clip, fps=1)))
+    frame = next(video.uvq_frames(clip, fps=1))
     print("| backend | content 1t / 2t ms | distortion 1t / 2t ms | preprocessing ms |")
     print("|---|---|---|---|")
     for backend in args.backends.split(","):

@@ -203,10 +203,7 @@ def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
     names = [f"golden_frames[{i}]" for i in range(len(frames))]
     for name in ("sample_landscape.mp4", "sample_portrait.mp4"):
         path = reference / name
-        info = video.probe(str(path))
-        # Decoded as `uvq` decodes them (portrait videos transposed, as upstream's batch mode).
-        decoded = list(video.iter_frames(str(path), fps=1, transpose=video.is_portrait(info),
-                                         info=info))
+        decoded = list(video.uvq_frames(str(path), fps=1))
         frames += decoded
         names += [f"{name}@{i}s" for i in range(len(decoded))]
     return frames, names

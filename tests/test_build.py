@@ -11,6 +11,7 @@ import pytest
 
 from uvq_int8 import build, frames
 from uvq_int8 import manifest as mf
+from uvq_int8 import util
 from uvq_int8.backends import BUILTIN_ORDER, NETS, discover
 from uvq_int8.cli.main import main
 from uvq_int8.tflite_info import read_model_info
@@ -74,7 +75,7 @@ def test_all_backends_give_18_files_and_a_manifest(build_all):
     for name, entry in data["files"].items():
         path = build_all.path / name
         assert entry["size"] == path.stat().st_size
-        assert entry["sha256"] == mf.sha256_file(path)
+        assert entry["sha256"] == util.sha256_file(path)
     assert build_all.summary.ok and len(build_all.summary.built) == 18
     print(f"\nfull --backend all build: {build_all.seconds:.1f} s, peak RSS "
           f"{build_all.summary.peak_rss_bytes}")
@@ -125,7 +126,7 @@ def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
         assert record["tools"][tool]
     ckpts = reference_checkpoints(reference_dir)
     for net in NETS:
-        assert record["checkpoints"][net]["sha256"] == mf.sha256_file(ckpts[net])
+        assert record["checkpoints"][net]["sha256"] == util.sha256_file(ckpts[net])
     assert record["calibration"]["frames_used"] == build_all.options.calibration_frames
     assert {c["net"] for c in record["conversions"]} == set(NETS)
     for conversion in record["conversions"]:  # the worker's check against PyTorch
@@ -231,7 +232,7 @@ def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, re
         same = (out_dir / name).stat().st_mtime_ns == mtimes[name]
         assert same == (name not in built), name
     entries = mf.load(out_dir).files
-    assert entries["aggregation_net.tflite"]["checkpoint"]["sha256"] == mf.sha256_file(changed)
+    assert entries["aggregation_net.tflite"]["checkpoint"]["sha256"] == util.sha256_file(changed)
     assert (entries["aggregation_net.tflite"]["build_id"]
             != entries["content_net.tflite"]["build_id"])
     # The new head really is the changed checkpoint: its logit moved by the bias change.
@@ -465,5 +466,5 @@ def test_static_int8_calibrates_on_videos_without_converting_again(build_all, re
     entry = mf.load(out_dir).files["distortion_net_int8_static.tflite"]
     calibration = entry["recipe_options"]["calibration"]
     assert calibration["source"] == "videos" and calibration["frames"] == 2
-    assert [v["sha256"] for v in calibration["videos"]] == [mf.sha256_file(v) for v in videos]
+    assert [v["sha256"] for v in calibration["videos"]] == [util.sha256_file(v) for v in videos]
     assert entry["inputs"][0]["dtype"] == "int8"

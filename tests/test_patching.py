@@ -246,7 +246,7 @@ def test_writes_are_all_or_nothing(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(P.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(P.PatchError, match="restored"):
         P.apply(tree, series=series)
     assert read_tree(tree, stages[0]) == stages[0]

@@ -78,7 +78,8 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
 
     ``inputs`` yields one {signature input name: array} per frame.
     """
-    from uvq_int8.quantize import QuantizationError, profiler_calibrator, quiet_native_output
+    from uvq_int8.util import quiet_fd2
+    from uvq_int8.quantize import QuantizationError, profiler_calibrator
 
     calib, manager = profiler_calibrator(float_model, threads)
     signature = next(iter(calib.get_signature_list()))
@@ -86,7 +87,7 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
     for sample in inputs:
         calib.reset_model_qsvs()
         try:
-            with quiet_native_output():
+            with quiet_fd2():
                 calib.calibrate({signature: [dict(sample)]}, manager)
         except Exception as exc:
             raise QuantizationError(f"calibration failed on frame {len(per_frame) + 1}: "

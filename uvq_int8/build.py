@@ -22,7 +22,6 @@ import importlib.util
 import itertools
 import math
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from uvq_int8 import manifest as mf
 from uvq_int8.backends import NETS, Backend, BackendLike, MixedBackend, discover, get_backend
 from uvq_int8.errors import UserError, VideoError
+from uvq_int8.util import atomic_write_bytes, sha256_bytes, sha256_file, tool_versions
 
 CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
 UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
@@ -47,8 +47,6 @@ MEMORY_BOUND_BYTES = 4_000_000_000
 AUTO_BACKEND_NAME = "auto"
 BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
 BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
-TOOL_DISTRIBUTIONS = ("uvq-int8", "torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
-                      "numpy")
 # Conversions run first for the slowest net, so the quick ones fill in beside it.
 CONVERSION_ORDER = ("distortion", "content", "aggregation")
 
@@ -69,7 +67,11 @@ def resolve_checkpoints(uvq_root: str | Path | None = None,
                         content: str | Path | None = None,
                         distortion: str | Path | None = None,
                         aggregation: str | Path | None = None) -> dict[str, Path]:
-    """Checkpoint path per net: per-net paths override --checkpoints/--uvq-root."""
+    """Checkpoint path per net: per-net paths override --checkpoints/--uvq-root.
+
+    The one resolution of checkpoint options, for build and verify alike: --uvq-root
+    and --checkpoints together are an error, and every net must get a path.
+    """
     if uvq_root and checkpoints:
         raise BuildError("give --uvq-root or --checkpoints, not both")
     base: Path | None = None
@@ -92,9 +94,9 @@ def resolve_checkpoints(uvq_root: str | Path | None = None,
             paths[net] = base / CHECKPOINT_NAMES[net]
     missing = [net for net in NETS if net not in paths]
     if missing:
-        raise BuildError(f"no checkpoint given for the {', '.join(missing)} net(s): use "
-                         f"--uvq-root DIR, --checkpoints DIR or --content/--distortion/"
-                         f"--aggregation PATH")
+        others = f" (nor {', '.join(missing[1:])})" if missing[1:] else ""
+        raise BuildError(f"no {missing[0]} checkpoint given{others}: use --uvq-root DIR, "
+                         f"--checkpoints DIR or --content/--distortion/--aggregation PATH")
     return paths
 
 
@@ -384,7 +386,7 @@ def _calibration_description(options: BuildOptions) -> dict[str, Any]:
         videos = []
         for path in options.calibration_videos:
             path = Path(path).expanduser()
-            videos.append({"name": path.name, "sha256": mf.sha256_file(path)})
+            videos.append({"name": path.name, "sha256": sha256_file(path)})
         return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
     if options.frame_source is not None:
         return {"source": options.frame_source_name, "frames": n}
@@ -396,7 +398,7 @@ def _validation_description(options: BuildOptions) -> dict[str, Any]:
     n = options.validation_frames
     if options.validation_videos:
         paths = [Path(v).expanduser() for v in options.validation_videos]
-        videos = [{"name": p.name, "sha256": mf.sha256_file(p)} for p in paths]
+        videos = [{"name": p.name, "sha256": sha256_file(p)} for p in paths]
         return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
     if options.validation_source is not None:
         return {"source": options.validation_source_name, "frames": n}
@@ -472,7 +474,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         notes.append(f"{exc}; it will be replaced and every requested file rebuilt")
         manifest = mf.Manifest()
 
-    refs = {net: {"path": str(path.resolve()), "sha256": mf.sha256_file(path)}
+    refs = {net: {"path": str(path.resolve()), "sha256": sha256_file(path)}
             for net, path in checkpoints.items()}
     needs_calibration = any(quantize.get_recipe(b.recipes[net]).calibrated
                             for b in backends for net in NETS)
@@ -482,7 +484,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
 
     def file_sha(path: Path) -> str | None:
         if path not in sha_cache:
-            sha_cache[path] = mf.sha256_file(path) if path.is_file() else None
+            sha_cache[path] = sha256_file(path) if path.is_file() else None
         return sha_cache[path]
 
     jobs: list[FileJob] = []
@@ -551,19 +553,6 @@ def _rebuild_reason(entry: Mapping[str, Any] | None, path: Path, net: str, recip
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _tool_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for dist in TOOL_DISTRIBUTIONS:
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    out["python"] = platform.python_version()
-    return out
 
 
 class _MemorySampler:
@@ -678,7 +667,7 @@ def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[d
         quota = math.ceil((n - len(store)) / (len(videos) - i))
         taken = 0
         if quota > 0:
-            frames = video_mod.iter_frames(path, fps=1, transpose=_is_portrait(video_mod, path))
+            frames = video_mod.uvq_frames(path, fps=1)
             try:
                 for frame in frames:
                     if not frame.any():
@@ -696,19 +685,6 @@ def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[d
         raise VideoError("no frames could be decoded from the calibration videos: "
                          + ", ".join(str(v) for v in videos))
     return used
-
-
-def _is_portrait(video_mod: Any, path: Path) -> bool:
-    # Upstream transposes portrait videos before scaling to 1920x1080.
-    probe = getattr(video_mod, "probe", None)
-    if probe is None:
-        return False
-    try:
-        info = probe(path)
-    except Exception:  # the decode that follows reports a broken video properly
-        return False
-    width, height = getattr(info, "width", None), getattr(info, "height", None)
-    return bool(width and height and width < height)
 
 
 def _frame_source(options: BuildOptions) -> FrameSource:
@@ -960,8 +936,8 @@ class _Builder:
     def _write(self, job: FileJob, data: bytes, info, inputs: list[dict],
                outputs: list[dict], recipe_options: dict[str, Any] | None = None) -> None:
         out_path = self.plan.out_dir / job.filename
-        mf.atomic_write_bytes(out_path, data)
-        sha = mf.sha256_bytes(data)
+        atomic_write_bytes(out_path, data)
+        sha = sha256_bytes(data)
         entry = mf.file_entry(
             filename=job.filename, backend=job.backend, net=job.net, recipe=job.recipe,
             recipe_options=job.options if recipe_options is None else recipe_options,
@@ -1043,7 +1019,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None,
     if plan.to_build:
         record = {
             "build_id": builder.build_id, "started_at": started_at, "finished_at": mf.utc_now(),
-            "seconds": round(summary.seconds, 2), "tools": _tool_versions(),
+            "seconds": round(summary.seconds, 2), "tools": tool_versions(),
             "checkpoints": plan.checkpoints, "calibration": builder.calibration_record,
             "peak_rss_bytes": peak, "conversions": builder.conversions,
             "backends": plan.backends,

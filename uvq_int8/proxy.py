@@ -7,16 +7,13 @@ every score they give is meaningless as a quality judgement.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from uvq_int8 import frames as F
+from uvq_int8.util import atomic_writer
 
-PROXY_WARNING = ("PROXY WEIGHTS: seeded random networks made by uvq-int8, NOT the official "
-                 "UVQ 1.5 weights. Scores are meaningless as quality judgements; they only "
-                 "show how the backends compare.")
 CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in ("content", "distortion", "aggregation")}
 
 
@@ -57,8 +54,7 @@ def make_proxy_checkpoints(out_dir: str | Path, seed: int = 1234,
             batches = [torch.from_numpy(F.cut_patches(u)).permute(0, 3, 1, 2) for u in unit]
             _calibrate_batchnorm(model, batches)
         path = out / CHECKPOINT_NAMES[net]
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_writer(path) as fh:
+            torch.save(model.state_dict(), fh)
         paths[net] = path
     return paths

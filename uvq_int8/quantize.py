@@ -10,16 +10,14 @@ and averages the per-frame ranges.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 
 from uvq_int8.errors import UserError
+from uvq_int8.util import quiet_fd2
 from uvq_int8.tflite_info import ModelInfo
 
 # Bump when a recipe's implementation changes the files it makes: the build
@@ -86,26 +84,6 @@ def recipe_options(name: str, calibration: Mapping[str, Any] | None = None) -> d
     return options
 
 
-@contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Send fd 2 (tqdm bars, absl logs from the C++ side) to a scratch file meanwhile.
-
-    Only stderr: the build's progress display draws on stdout from another thread.
-    """
-    with tempfile.TemporaryFile() as sink:
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def _quantizer_modules():
     os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported
     try:
@@ -142,7 +120,7 @@ def profiler_calibrator(float_model: bytes, threads: int = 2):
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(_recipe_config("static_wi8_ai8"))
     try:
-        with quiet_native_output():
+        with quiet_fd2():
             calib = calibrator.Calibrator(
                 bytes(float_model), num_threads=threads,
                 mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
@@ -161,7 +139,7 @@ def quantize_model(recipe_name: str, float_model: bytes,
         raise ValueError(f"recipe {recipe_name} needs a calibration result")
     _, _, quantizer, _, _, _ = _quantizer_modules()
     try:
-        with quiet_native_output(), warnings.catch_warnings():
+        with quiet_fd2(), warnings.catch_warnings():
             # Its sufficiency check opens a debug interpreter and warns about that.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
             q = quantizer.Quantizer(bytearray(float_model), _recipe_config(recipe_name))

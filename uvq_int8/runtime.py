@@ -8,11 +8,7 @@ clear error naming the file instead of a wrong score.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +18,10 @@ import numpy as np
 
 from uvq_int8 import frames as F
 from uvq_int8.backends import NETS, BackendLike, get_backend
-from uvq_int8 import manifest as _manifest
 from uvq_int8.errors import ModelFilesError
-from uvq_int8.manifest import MANIFEST_NAME, sha256_file
+from uvq_int8.manifest import MANIFEST_NAME
+from uvq_int8.manifest import entries as manifest_entries
+from uvq_int8.util import quiet_fd2, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +31,6 @@ EXPECTED_SHAPES = {
     "aggregation": ([(1, 8, 8, 128), (1, 24, 24, 128)], (1, 1)),
 }
 BUILD_HINT = "run 'uvq-int8 build' to (re)create the model files"
-
-
-def manifest_entries(model_dir: Path) -> dict[str, dict] | None:
-    """filename -> manifest entry written by ``uvq-int8 build``; None without a manifest."""
-    if not _manifest.manifest_path(model_dir).is_file():
-        return None
-    return _manifest.load(model_dir).files
 
 
 def _interpreter_class():
@@ -85,7 +75,7 @@ class NetRunner:
                 f"expected {expected_sha256[:12]}...): the file is corrupt or was replaced; "
                 f"{BUILD_HINT} --force")
         try:
-            with _quiet_native_stderr():
+            with quiet_fd2(log):  # LiteRT's "Created XNNPACK delegate" notice
                 self._interp = _interpreter_class()(model_path=str(self.path),
                                                     num_threads=threads)
                 self._interp.allocate_tensors()
@@ -182,32 +172,6 @@ def _ordered(details: list[dict], order: list[int] | None) -> list[dict]:
     return [by_index[i] for i in order if i in by_index] or details
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Keep LiteRT's native "Created XNNPACK delegate" chatter off the user's stderr.
-
-    It is written by C++ straight to fd 2, so Python-level redirection cannot catch
-    it; what was written is passed on to the debug log instead.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read().decode(errors="replace").strip()
-            if text:
-                log.debug("LiteRT: %s", text)
-
-
 def _natural_key(name: str):
     digits = "".join(ch for ch in name if ch.isdigit())
     return (name.rstrip("0123456789"), int(digits) if digits else -1)
@@ -270,8 +234,8 @@ class Models:
         score = float(outs["score"].reshape(-1)[0])
         if "logit" in outs:
             logit = float(outs["logit"].reshape(-1)[0])
-        else:  # an older single-output file: recover the logit (imprecise near saturation)
-            logit = float(np.arctanh(np.clip((score - 3.0) / 2.0, -1 + 1e-7, 1 - 1e-7)))
+        else:  # an older single-output file
+            logit = F.score_to_logit(score)
         return logit, score
 
 

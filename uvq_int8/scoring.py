@@ -62,9 +62,9 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
-    frames = video.iter_frames(name, fps=options.fps, transpose=transpose,
-                               ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
-                               decode_threads=decode_threads(models.threads))
+    frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
+                              ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
+                              decode_threads=decode_threads(models.threads))
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)

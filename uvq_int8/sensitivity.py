@@ -151,13 +151,14 @@ def cost_model(ops: Sequence[OpInfo]) -> CostModel:
 def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
                     float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None) -> bytes:
     """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float."""
-    from uvq_int8.quantize import QuantizationError, _quantizer_modules, quiet_native_output
+    from uvq_int8.util import quiet_fd2
+    from uvq_int8.quantize import QuantizationError, _quantizer_modules
 
     float_groups = tuple(float_groups)
     _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()
     regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
     try:
-        with quiet_native_output():
+        with quiet_fd2():
             q = quantizer.Quantizer(bytearray(float_model), recipe.static_wi8_ai8())
             if regex:
                 q.update_quantization_recipe(regex, qtyping.TFLOperationName.ALL_SUPPORTED,

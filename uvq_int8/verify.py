@@ -10,10 +10,8 @@ PyTorch is imported only when checkpoints are given.
 
 from __future__ import annotations
 
-import importlib.metadata
+import itertools
 import math
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from uvq_int8 import frames as F
 from uvq_int8 import runtime, tflite_info
 from uvq_int8.backends import NETS, BackendLike, discover, get_backend
 from uvq_int8.errors import ModelFilesError, UserError
+from uvq_int8.util import machine_info, sha256_file
 
 SCHEMA_VERSION = 1
 BASELINE = "float32"
@@ -195,13 +194,9 @@ def video_clip(path: str | Path, fps: int = 1, max_frames: int | None = None,
     if not Path(name).is_file():
         raise UserError(f"video not found: {name}")
     started = time.perf_counter()
-    info = video.probe(name, ffprobe=ffprobe)
-    frames = []
-    for frame in video.iter_frames(name, fps=fps, transpose=video.is_portrait(info),
-                                   ffmpeg=ffmpeg, info=info):
-        frames.append(frame)
-        if max_frames and len(frames) >= max_frames:
-            break
+    decoded = video.uvq_frames(name, fps=fps, ffmpeg=ffmpeg, ffprobe=ffprobe)
+    frames = list(itertools.islice(decoded, max_frames or None))
+    decoded.close()
     if not frames:
         raise UserError(f"{name}: no frames decoded")
     return Clip(name, "video", frames, time.perf_counter() - started)
@@ -253,25 +248,12 @@ class TorchReference:
 def checkpoint_paths(checkpoints: str | Path | None = None, uvq_root: str | Path | None = None,
                      content: str | Path | None = None, distortion: str | Path | None = None,
                      aggregation: str | Path | None = None) -> dict[str, Path] | None:
-    """The three checkpoint paths from the options, or None if none were given."""
-    explicit = {"content": content, "distortion": distortion, "aggregation": aggregation}
-    base: Path | None = None
-    if checkpoints:
-        base = Path(checkpoints).expanduser()
-    elif uvq_root:
-        base = Path(uvq_root).expanduser() / "uvq1p5_pytorch" / "checkpoints"
-    if base is None and not any(explicit.values()):
+    """The three checkpoint paths from the options (build's rules), or None if none given."""
+    if not any((checkpoints, uvq_root, content, distortion, aggregation)):
         return None
-    paths = {}
-    for net in NETS:
-        if explicit[net]:
-            paths[net] = Path(explicit[net]).expanduser()
-        elif base is not None:
-            paths[net] = base / f"{net}_net.pth"
-        else:
-            raise UserError(f"no {net} checkpoint: give --{net}, or --checkpoints DIR / "
-                            f"--uvq-root DIR for all three")
-    return paths
+    from uvq_int8.build import resolve_checkpoints
+
+    return resolve_checkpoints(uvq_root, checkpoints, content, distortion, aggregation)
 
 
 def manifest_checkpoints(model_dir: str | Path) -> tuple[dict[str, Path] | None, str]:
@@ -291,7 +273,7 @@ def manifest_checkpoints(model_dir: str | Path) -> tuple[dict[str, Path] | None,
         path = Path(ckpt["path"]) if ckpt.get("path") else None
         if path is None or not path.is_file():
             return None, f"the {net} checkpoint recorded in manifest.json is not there ({path})"
-        if ckpt.get("sha256") and runtime.sha256_file(path) != ckpt["sha256"]:
+        if ckpt.get("sha256") and sha256_file(path) != ckpt["sha256"]:
             return None, f"{path} changed since the build (sha256 differs from manifest.json)"
         paths[net] = path
     return paths, ""
@@ -719,50 +701,6 @@ def guide_comparison(report: VerifyReport, backend: str = GUIDE_BACKEND) -> list
     return rows
 
 
-# --------------------------------------------------------------------------- machine
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("", platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and not flags:
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
-                                     "asimd", "asimddp", "i8mm", "sve") if f in have]
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("uvq-int8", "numpy", "ai-edge-litert", "torch", "litert-torch",
-                 "ai-edge-quantizer"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    return {"cpu": cpu, "cpu_features": flags, "cores": os.cpu_count(),
-            "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version(), "packages": versions}
-
-
-# --------------------------------------------------------------------------- coverage
-
-def _manifest_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
-    import json
-
-    path = model_dir / runtime.MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # load_models already reports an unreadable manifest
-    files = data.get("files", {})
-    entries = files.values() if isinstance(files, dict) else files
-    return {e["filename"]: e for e in entries if isinstance(e, dict) and "filename" in e}
-
-
 # --------------------------------------------------------------------------- the run
 
 @dataclass(frozen=True)
@@ -1062,8 +1000,7 @@ def describe_inputs(clips: Sequence[Clip]) -> str:
 def _logit(outs: Sequence[np.ndarray]) -> float:
     if len(outs) > 1:
         return float(outs[1].reshape(-1)[0])
-    score = float(outs[0].reshape(-1)[0])  # a single-output file: recover the logit
-    return float(np.arctanh(np.clip((score - 3.0) / 2.0, -1 + 1e-7, 1 - 1e-7)))
+    return F.score_to_logit(outs[0].reshape(-1)[0])  # a single-output file
 
 
 def _add_agg(accs: dict[str, StatsAccumulator], ref: Sequence[np.ndarray],
@@ -1110,3 +1047,14 @@ def _end_to_end(reference: str, ref_logits: Mapping[str, list[float]],
         logit_srcc=srcc(ref_clip_logits, got_clip_logits),
         logit_plcc=plcc(ref_clip_logits, got_clip_logits),
         per_frame_logit_delta=dl, per_frame_score_delta=ds)
+
+
+def _manifest_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's file entries; {} when it is missing or unreadable (load_models
+    reports an unreadable manifest itself)."""
+    from uvq_int8 import manifest as mf
+
+    try:
+        return mf.entries(model_dir) or {}
+    except mf.ManifestError:
+        return {}

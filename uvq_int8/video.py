@@ -142,7 +142,7 @@ def _ffmpeg_url(path: str | Path) -> str:
     return "file:" + str(Path(os.path.abspath(os.fspath(path))))
 
 
-def _binary(name: str, flag: str) -> str:
+def find_tool(name: str, flag: str) -> str:
     found = shutil.which(name)
     if not found:
         raise VideoError(f"{name!r} not found or not executable; install ffmpeg or pass {flag}")
@@ -447,7 +447,7 @@ def decode_commands(path: str | Path, info: VideoInfo, plan: SamplePlan, transpo
     return [("split", [_decoder_threads(first, decode_threads), *rest]), upstream]
 
 
-class _StderrTail(threading.Thread):
+class StderrTail(threading.Thread):
     """Keeps the last lines a process writes to stderr, so a full pipe never blocks it."""
 
     def __init__(self, stream: IO[bytes], name: str):
@@ -479,7 +479,7 @@ class _Pipeline:
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_frames))
         self.stop = threading.Event()
         self.procs: list[subprocess.Popen] = []
-        self.tails: list[_StderrTail] = []
+        self.tails: list[StderrTail] = []
         stdin = subprocess.DEVNULL
         try:
             for i, argv in enumerate(commands):
@@ -489,7 +489,7 @@ class _Pipeline:
                     self.procs[-1].stdout.close()  # only ffmpeg #2 reads it now
                 self.procs.append(proc)
                 stats.pids.append(proc.pid)
-                tail = _StderrTail(proc.stderr, f"uvq-ffmpeg-stderr-{proc.pid}")
+                tail = StderrTail(proc.stderr, f"uvq-ffmpeg-stderr-{proc.pid}")
                 tail.start()
                 self.tails.append(tail)
                 stdin = proc.stdout
@@ -611,13 +611,32 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
     else:
         _check_file(path)
     plan = sample_plan(info, fps)
-    binary = _binary(ffmpeg, "--ffmpeg_path")
+    binary = find_tool(ffmpeg, "--ffmpeg_path")
     attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
     stats = stats if stats is not None else DecodeStats()
     stats.method = attempts[0][0]
     stats.commands = [argv for _, cmds in attempts for argv in cmds]
     stats.frames_expected = plan.num_frames
     return _generate(str(path), attempts, plan, max(1, int(queue_frames)), stats)
+
+
+def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
+               ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", info: VideoInfo | None = None,
+               decode_threads: int | None = None,
+               stats: DecodeStats | None = None) -> Iterator[np.ndarray]:
+    """The frames ``uvq`` scores for ``path``: the one source of decoded frames.
+
+    Probes the video (an exact frame count for ``fps=-1``), transposes portrait videos as
+    upstream's batch mode does unless ``transpose`` says otherwise, then ``iter_frames``.
+    Scoring, build's calibration and validation videos, verify and the benchmarks all
+    decode through here, so they all see the same frames.
+    """
+    if info is None:
+        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
+    if transpose is None:
+        transpose = is_portrait(info)
+    return iter_frames(path, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
+                       ffprobe=ffprobe, stats=stats, decode_threads=decode_threads)
 
 
 def _generate(name: str, attempts: list[tuple[str, list[list[str]]]], plan: SamplePlan,
