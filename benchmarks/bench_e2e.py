@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,19 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
+from uvq_int8.build import CHECKPOINT_NAMES
+from uvq_int8.util import atomic_path, machine_info
+
 HERE = Path(__file__).resolve().parent
 
 
 def make_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) -> Path:
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-                    "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
-                    "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+                        "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+                        "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
     return path
 
 
@@ -123,12 +122,10 @@ def main() -> int:
     args = parser.parse_args()
 
     clip = make_clip(args.clips / f"testsrc2_1080p30_{args.seconds}s.mp4", args.seconds)
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
-                                 "cores": os.cpu_count(), "python": platform.python_version()},
+    results: dict = {"machine": machine_info(),
                      "clip": str(clip), "threads": args.threads, "backends": {}}
     if args.checkpoints:
-        ckpt = {n: args.checkpoints / f"{n}_net.pth" for n in ("content", "distortion",
-                                                                "aggregation")}
+        ckpt = {n: args.checkpoints / name for n, name in CHECKPOINT_NAMES.items()}
         results["pytorch_reference"] = upstream_style_reference(clip, ckpt, args.threads)
         print(f"pytorch-eager reference: {results['pytorch_reference']['seconds']:.2f} s",
               file=sys.stderr)

@@ -10,7 +10,6 @@ the real files when a mirror of madhuhegde/uvq is on this machine.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -340,16 +339,7 @@ def host_source(series) -> bytes:
     return b"".join(fp.hunks[0].new)
 
 
-@pytest.fixture()
-def host(series, tmp_path, clean_env):
-    """The patched host's resolver, loaded from the patch into a fake checkout."""
-    path = tmp_path / "checkout" / HOST
-    path.parent.mkdir(parents=True)
-    path.write_bytes(host_source(series))
-    spec = importlib.util.spec_from_file_location("uvq_backends_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The ``host`` fixture (the patched host's resolver) is in conftest.py.
 
 
 def env_for(clean_env, **values) -> dict:

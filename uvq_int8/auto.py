@@ -22,14 +22,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from uvq_int8 import sensitivity as S
-from uvq_int8.backends import AUTO
+from uvq_int8.backends import AUTO, RECIPES
 
 AUTO_VERSION = 1
 RANGE_MERGES = ("mean", "union", "median")
-DEFAULT_VALIDATION_FRAMES = 8
-RECIPE_LABELS = {"float32": "float32", "fp16_weights": "fp16", "static_wi8_ai8": "int8"}
-# Candidate recipes from fastest to slowest at equal modelled time; fp16 is dequantized at
-# load and runs as float32 (FINDINGS), so float32 wins a tie with it.
+# Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
+# dequantized at load and run as float32 compute, so float32 wins a tie with them.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
 
 AUTO_BACKEND = AUTO  # registered in setup.cfg as uvq_int8.backends:AUTO
@@ -118,7 +116,7 @@ class NetChoice:
     float_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPE_LABELS:
+        if self.recipe not in _RECIPE_ORDER:
             raise ValueError(f"auto cannot make recipe {self.recipe!r}")
         if (self.recipe == "static_wi8_ai8") != (self.range_merge is not None):
             raise ValueError("a range merge goes with static int8 and only with it")
@@ -126,7 +124,7 @@ class NetChoice:
 
     @property
     def label(self) -> str:
-        text = RECIPE_LABELS[self.recipe]
+        text = RECIPES[self.recipe].label
         if self.range_merge:
             text += f"({self.range_merge}"
             if self.float_groups:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from uvq_int8 import manifest as mf
-from uvq_int8.backends import NETS, Backend, BackendLike, MixedBackend, discover, get_backend
+from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendError,
+                                all_for_build, buildable, discover, get_backend, parse_spec)
 from uvq_int8.errors import UserError, VideoError
 from uvq_int8.util import atomic_write_bytes, sha256_bytes, sha256_file, tool_versions
 
@@ -44,7 +45,6 @@ DEFAULT_VALIDATION_FRAMES = 8  # held-out frames the auto search measures on
 # What a build may hold at once (this process plus conversion workers): the design target
 # for the 8 GB edge boxes and CI runners we build on. Going past it is reported, not fatal.
 MEMORY_BOUND_BYTES = 4_000_000_000
-AUTO_BACKEND_NAME = "auto"
 BUILD_EXTRA_HINT = "pip install 'uvq-int8[build]'"
 BUILD_MODULES = ("torch", "litert_torch", "ai_edge_quantizer")
 # Conversions run first for the slowest net, so the quick ones fill in beside it.
@@ -94,9 +94,9 @@ def resolve_checkpoints(uvq_root: str | Path | None = None,
             paths[net] = base / CHECKPOINT_NAMES[net]
     missing = [net for net in NETS if net not in paths]
     if missing:
-        others = f" (nor {', '.join(missing[1:])})" if missing[1:] else ""
-        raise BuildError(f"no {missing[0]} checkpoint given{others}: use --uvq-root DIR, "
-                         f"--checkpoints DIR or --content/--distortion/--aggregation PATH")
+        raise BuildError(f"no {missing[0]} checkpoint given (nets without one: "
+                         f"{', '.join(missing)}): use --uvq-root DIR, --checkpoints DIR or "
+                         f"--content/--distortion/--aggregation PATH")
     return paths
 
 
@@ -114,38 +114,31 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
 
 
 def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> list[Backend]:
-    """``all``, a comma list or a sequence of names -> backends (``all``: registry order;
-    it names ``auto`` only with ``include_auto``, i.e. when a logit budget was given)."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    items = [item.strip() for item in items if item and item.strip()]
-    if not items:
-        raise BuildError("no backend given; use --backend all or a comma list")
+    """``all``, a comma list or a sequence of names -> backends (``all``: registry order,
+    see ``backends.all_for_build``; it names ``auto`` only with ``include_auto``, i.e.
+    when a logit budget was given)."""
+    try:
+        spec = parse_spec(names)
+    except UnknownBackendError as exc:
+        raise BuildError(str(exc)) from None
+    if spec.mix is not None:
+        given = names if isinstance(names, str) else ",".join(names)
+        raise BuildError(f"build takes backend names, not a per-net mix ({given!r}); build "
+                         f"the backends the mix names")
     available = discover()
     chosen: list[BackendLike] = []
-    for item in items:
-        if item == "all":
-            chosen += [b for b in available.values() if _buildable(b)
-                       and (include_auto or b.name != AUTO_BACKEND_NAME)]
-            continue
-        if "=" in item:
-            raise BuildError(f"build takes backend names, not a per-net mix ({item!r}); "
-                             f"build the backends the mix names")
-        chosen.append(get_backend(item, available))  # UnknownBackendError lists known ones
+    for item in spec.names:
+        if item == ALL:
+            chosen += all_for_build(include_auto, available)
+        else:
+            chosen.append(get_backend(item, available))  # UnknownBackendError lists known ones
     unique: dict[str, BackendLike] = {}
     for backend in chosen:
-        if isinstance(backend, MixedBackend) or not _buildable(backend):
+        if not buildable(backend):
             raise BuildError(f"backend {backend.name!r} does not describe recipes "
                              f"uvq-int8 build can make")
         unique.setdefault(backend.name, backend)
     return list(unique.values())  # type: ignore[return-value]
-
-
-def _buildable(backend: Any) -> bool:
-    from uvq_int8.quantize import RECIPES
-
-    recipes = getattr(backend, "recipes", None)
-    return (hasattr(backend, "filenames") and isinstance(recipes, Mapping)
-            and all(recipes.get(net) in RECIPES for net in NETS))
 
 
 def require_build_tools(find_spec: Callable[[str], Any] | None = None) -> None:

@@ -21,7 +21,6 @@ from torch import nn
 from uvq_int8 import frames as _frames
 from uvq_int8.errors import UserError
 
-NETS = ("content", "distortion", "aggregation")
 BN_EPS = 1e-3
 
 # (expand_ratio, out_channels, kernel, stride) of the 16 MBConv blocks of

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from uvq_int8 import frames as F
+from uvq_int8.backends import NETS
+from uvq_int8.build import CHECKPOINT_NAMES
 from uvq_int8.util import atomic_writer
 
-CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in ("content", "distortion", "aggregation")}
 
 
 def _calibrate_batchnorm(model, batches) -> None:
@@ -44,7 +45,7 @@ def make_proxy_checkpoints(out_dir: str | Path, seed: int = 1234,
     frames = synth(calibration_frames)
     unit = [F.to_unit_range(f) for f in frames]
     paths: dict[str, Path] = {}
-    for i, net in enumerate(("content", "distortion", "aggregation")):
+    for i, net in enumerate(NETS):
         torch.manual_seed(seed + i)
         model = nets.CORES[net]()
         if net == "content":

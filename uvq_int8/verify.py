@@ -21,7 +21,8 @@ import numpy as np
 
 from uvq_int8 import frames as F
 from uvq_int8 import runtime, tflite_info
-from uvq_int8.backends import NETS, BackendLike, discover, get_backend
+from uvq_int8.backends import (ALL, BUILTIN_BACKENDS, NETS, BackendLike, VerifyLimits, all_with_files, discover, get_backend,
+                               parse_spec)
 from uvq_int8.errors import ModelFilesError, UserError
 from uvq_int8.util import machine_info, sha256_file
 
@@ -456,31 +457,22 @@ def _json_safe(value: Any) -> Any:
 _RUNS = "runs A+B (26 frames)"
 
 
-def _limits(logit: float, logit_seen: float, content: float, content_seen: float,
-            distortion: float, distortion_seen: float,
-            reference: str = BASELINE) -> tuple[Threshold, ...]:
+def _limits(v: VerifyLimits) -> tuple[Threshold, ...]:
     return (
-        Threshold("aggregation", "logit_delta_max", logit, reference,
-                  f"largest logit delta {logit_seen:g} in {_RUNS}"),
-        Threshold("aggregation", "score_delta_max", round(2 * logit, 6), reference,
+        Threshold("aggregation", "logit_delta_max", v.logit, v.reference,
+                  f"largest logit delta {v.logit_seen:g} in {_RUNS}"),
+        Threshold("aggregation", "score_delta_max", round(2 * v.logit, 6), v.reference,
                   "implied by the logit limit (|Δscore| <= 2 |Δlogit|)"),
-        Threshold("content", "cosine_min", content, reference,
-                  f"smallest content cosine {content_seen:g} in {_RUNS}"),
-        Threshold("distortion", "cosine_min", distortion, reference,
-                  f"smallest distortion cosine {distortion_seen:g} in {_RUNS}"),
+        Threshold("content", "cosine_min", v.content_cosine, v.reference,
+                  f"smallest content cosine {v.content_seen:g} in {_RUNS}"),
+        Threshold("distortion", "cosine_min", v.distortion_cosine, v.reference,
+                  f"smallest distortion cosine {v.distortion_seen:g} in {_RUNS}"),
     )
 
 
+# The "verify" column of the backend table (uvq_int8.backends.BUILTIN_BACKENDS).
 DEFAULT_THRESHOLDS: dict[str, tuple[Threshold, ...]] = {
-    # float32 is the baseline; it is held to PyTorch when the checkpoints are available.
-    # 1e-3 leaves room for other CPUs' float summation order (measured 1.3e-5 here).
-    "float32": _limits(1e-3, 1.3e-5, 0.9999, 1.0, 0.9999, 1.0, reference="pytorch"),
-    "fp16": _limits(0.02, 0.0136, 0.999, 0.99994, 0.999, 0.99998),
-    "int8": _limits(0.75, 0.507, 0.8, 0.909, 0.95, 0.978),
-    "int8-weight-only": _limits(0.85, 0.567, 0.95, 0.981, 0.98, 0.995),
-    "int4": _limits(2.75, 1.82, 0.2, 0.350, 0.75, 0.888),
-    "int8-static": _limits(2.0, 1.36, 0.2, 0.446, 0.6, 0.819),
-}
+    name: _limits(row["verify"]) for name, row in BUILTIN_BACKENDS.items() if row["verify"]}
 
 
 def default_thresholds(backend: str) -> tuple[Threshold, ...]:
@@ -718,28 +710,24 @@ class VerifySettings:
 def select_backends(requested: Sequence[str] | None, model_dir: Path) -> list[BackendLike]:
     """Backends to verify; float32 (the baseline) always first.
 
-    Nothing requested (or "all"): every registered backend with at least one file in
-    ``model_dir``; one with only some files fails in ``load_models`` naming what is missing.
+    Each requested value is a backend spec (``parse_spec``): names, ``all`` or one per-net
+    mix. Nothing requested, or ``all``: ``backends.all_with_files``.
     """
     available = discover()
-    names: list[str] = []
-    for item in requested or ["all"]:
-        item = item.strip()
-        if "=" in item:
-            names.append(item)
-        else:
-            names += [n.strip() for n in item.split(",") if n.strip()]
+    items: list[str] = []  # backend names and mix specs, in the order given
+    for value in requested or [ALL]:
+        spec = parse_spec(value)
+        items += [value] if spec.mix is not None else list(spec.names)
     chosen: list[BackendLike] = []
-    if not names or "all" in names:
-        for backend in available.values():
-            if any(Path(p).is_file() for p in backend.model_paths(model_dir).values()):
-                chosen.append(backend)
-        names = [n for n in names if n != "all"]
+    if ALL in items:
+        chosen = all_with_files(model_dir, available)
         if not chosen:
             raise ModelFilesError(f"no backend has model files in {model_dir}; "
                                   f"{runtime.BUILD_HINT} --out {model_dir}")
-    for name in names:
-        backend = get_backend(name, available)
+    for item in items:
+        if item == ALL:
+            continue
+        backend = get_backend(item, available)
         if backend.name not in {b.name for b in chosen}:
             chosen.append(backend)
     if BASELINE not in {b.name for b in chosen}:
