@@ -46,7 +46,8 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
     """Decode like upstream (temp file, float64 video), run the PyTorch nets eagerly."""
     import torch
 
-    from uvq_int8 import nets, video
+    from uvq_int8.build import nets
+    from uvq_int8.runtime import video
 
     torch.set_num_threads(threads)
     info = video.probe(str(clip))
@@ -74,7 +75,7 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
 
 def run_backend(clip: Path, backend: str, model_dir: Path, threads: int) -> dict:
     from uvq_int8 import runtime
-    from uvq_int8.scoring import ScoreOptions, score_video
+    from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
     models = runtime.load_models(backend, model_dir, threads)  # load time is not scored
     started = time.perf_counter()
@@ -90,7 +91,7 @@ from pathlib import Path
 # benchmark's own peak; reset the high-water mark first, then read VmHWM.
 Path("/proc/self/clear_refs").write_text("5")
 from uvq_int8 import runtime
-from uvq_int8.scoring import ScoreOptions, score_video
+from uvq_int8.runtime.scoring import ScoreOptions, score_video
 models = runtime.load_models(sys.argv[2], sys.argv[3], int(sys.argv[4]))
 score_video(sys.argv[1], models, ScoreOptions(fps=1))
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))

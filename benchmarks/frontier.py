@@ -106,7 +106,7 @@ def seed_auto_dir(models: Path, auto_dir: Path) -> None:
     The auto search measures against float32 and the auto backend runs its head from
     aggregation_net.tflite; with up-to-date entries the build converts nothing again.
     """
-    from uvq_int8 import manifest as mf
+    from uvq_int8.runtime import manifest as mf
 
     auto_dir.mkdir(parents=True, exist_ok=True)
     source = mf.load(models).files
@@ -124,7 +124,7 @@ def seed_auto_dir(models: Path, auto_dir: Path) -> None:
 
 def auto_config(auto_dir: Path, budget: float) -> Config:
     from uvq_int8 import backends as B
-    from uvq_int8 import manifest as mf
+    from uvq_int8.runtime import manifest as mf
 
     manifest = mf.load(auto_dir)
     paths = B.get_backend("auto").model_paths(auto_dir)
@@ -199,7 +199,7 @@ def model_size(config: Config) -> int:
 
 def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
     """The golden frames plus the 1-fps frames of both sample videos, decoded once."""
-    from uvq_int8 import video
+    from uvq_int8.runtime import video
 
     frames = list(np.load(reference / "golden_frames.npz")["frames_uint8"])
     names = [f"golden_frames[{i}]" for i in range(len(frames))]
@@ -213,7 +213,7 @@ def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
 
 def frame_logits(config: Config, frames: list[np.ndarray], threads: int) -> np.ndarray:
     from uvq_int8 import runtime
-    from uvq_int8.scoring import score_frames
+    from uvq_int8.runtime.scoring import score_frames
 
     models = runtime.load_models(config.backend, config.model_dir, threads)
     return np.asarray(score_frames(models, frames)[0], dtype=np.float64)

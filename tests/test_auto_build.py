@@ -14,11 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvq_int8 import auto, build
-from uvq_int8 import manifest as mf
+from uvq_int8.build import auto
+from uvq_int8 import build
+from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
 from uvq_int8.cli.main import main
-from uvq_int8.tflite_info import read_model_info
+from uvq_int8.runtime.tflite_info import read_model_info
 
 CHECKPOINTS = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",
                "aggregation": "aggregation_net.pth"}

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8 import build, frames
-from uvq_int8 import manifest as mf
+from uvq_int8 import build
+from uvq_int8.runtime import frames
+from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
 from uvq_int8.backends import BUILTIN_ORDER, NETS, discover
 from uvq_int8.cli.main import main
-from uvq_int8.tflite_info import read_model_info
+from uvq_int8.runtime.tflite_info import read_model_info
 
 QUANTIZED_DTYPE = {"fp16": "float16", "int8": "int8", "int8-weight-only": "int8",
                    "int4": "int4", "int8-static": "int8"}
@@ -284,7 +285,7 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
 
 def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, reference_dir,
                                                                   tmp_path, monkeypatch, capsys):
-    from uvq_int8 import quantize
+    from uvq_int8.build import quantize
 
     names = [f"{net}_net.tflite" for net in NETS]
     out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
@@ -402,7 +403,7 @@ def test_read_only_output_directory_is_refused(reference_dir, tmp_path, capsys):
 
 
 def test_missing_build_extra_says_how_to_install_it(reference_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(build, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
+    monkeypatch.setattr(build.options, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
     out = tmp_path / "out"
     _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
                   capsys, "no_such_module_for_uvq_test", "pip install 'uvq-int8[build]'")
@@ -425,7 +426,7 @@ def test_require_build_tools_names_every_missing_module():
 
 def test_export_rewrite_keeps_the_maths_of_squeeze_excitation(reference_dir):
     torch = pytest.importorskip("torch")
-    from uvq_int8 import convert, nets
+    from uvq_int8.build import convert, nets
 
     module = nets.export_module("content", nets.load_core(
         "content", reference_dir / CHECKPOINTS["content"]))

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from uvq_int8 import manifest as mf
+from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
 from uvq_int8 import runtime
 
@@ -173,7 +173,7 @@ def test_sha256_of_files_and_bytes(tmp_path):
 
 
 def test_runtime_side_modules_do_not_import_torch():
-    code = ("import sys, uvq_int8.manifest, uvq_int8.tflite_info, uvq_int8.cli.build_cmd; "
+    code = ("import sys, uvq_int8.runtime.manifest, uvq_int8.runtime.tflite_info, uvq_int8.cli.build_cmd; "
             "heavy = ('torch', 'litert_torch', 'ai_edge_quantizer'); "
             "bad = [m for m in heavy if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,7 +7,7 @@ import sys
 
 CHECK = """
 import importlib, sys
-import uvq_int8, uvq_int8.runtime, uvq_int8.scoring, uvq_int8.video, uvq_int8.verify
+import uvq_int8, uvq_int8.runtime, uvq_int8.runtime.scoring, uvq_int8.runtime.video, uvq_int8.verify
 importlib.import_module("uvq_int8.cli.main").build_parser()
 heavy = [m for m in ("torch", "litert_torch", "ai_edge_quantizer", "tensorflow") if m in sys.modules]
 print(",".join(heavy))

@@ -88,7 +88,7 @@ def test_models_are_loaded_once_per_process(built_models):
 
 def test_integer_input_table_gives_the_same_bits_as_quantizing_floats(built_models,
                                                                        golden_frames):
-    from uvq_int8 import frames as F
+    from uvq_int8.runtime import frames as F
 
     models = runtime.load_models("int8-static", built_models, 2)
     frame = golden_frames["frames_uint8"][1]
@@ -116,7 +116,7 @@ def _runner_with_input_port(dtype, scale: float, zero_point: int) -> runtime.Net
     (np.int16, 3.1e-5, 0),  # 2-byte values: falls back to the 256-entry table
 ])
 def test_pixel_pair_lookup_equals_the_pixel_table(dtype, scale, zero_point):
-    from uvq_int8 import frames as F
+    from uvq_int8.runtime import frames as F
 
     runner = _runner_with_input_port(dtype, scale, zero_point)
     table = runner.pixel_table()

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         console.print(summary_table(summary))
         if summary.auto:
-            from uvq_int8.auto import describe
+            from uvq_int8.build.auto import describe
 
             console.print(describe(summary.auto))
         console.print(summary_line(summary))

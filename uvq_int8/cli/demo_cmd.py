@@ -50,9 +50,10 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
 
     from uvq_int8 import build as _build
     from uvq_int8 import config as _config
-    from uvq_int8 import proxy, runtime, synthetic
+    from uvq_int8.build import proxy
+    from uvq_int8 import runtime, synthetic
     from uvq_int8.cli.build_cmd import RichReporter, NoteReporter
-    from uvq_int8.scoring import ScoreOptions, score_video
+    from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
     backends = list(BUILTIN_ORDER) if args.backend == "all" else [
         b.strip() for b in args.backend.split(",") if b.strip()]

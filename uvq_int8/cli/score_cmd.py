@@ -12,7 +12,7 @@ from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.errors import UserError
 from uvq_int8.util import atomic_write_text
-from uvq_int8.scoring import ScoreOptions, probe, score_video
+from uvq_int8.runtime.scoring import ScoreOptions, probe, score_video
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from uvq_int8 import config as _config
-from uvq_int8 import report as _report
+from uvq_int8.verify import report as _report
 from uvq_int8 import verify as V
 from uvq_int8.errors import UserError
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from uvq_int8.backends import RECIPES, Recipe
 from uvq_int8.errors import UserError
 from uvq_int8.util import quiet_fd2
-from uvq_int8.tflite_info import ModelInfo
+from uvq_int8.runtime.tflite_info import ModelInfo
 
 # Bump when a recipe's implementation changes the files it makes: the build
 # then rebuilds those files even though checkpoints and options are unchanged.

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uvq_int8 import frames as _frames
+from uvq_int8.runtime import frames as _frames
 from uvq_int8.errors import UserError
 
 BN_EPS = 1e-3

@@ -1,35 +1,34 @@
-"""Running the TFLite nets on the LiteRT interpreter (no torch, no TensorFlow).
+"""One .tflite file on the LiteRT interpreter: float32 in, float32 out (no torch).
 
-A ``Models`` holds the three interpreters of one backend. Each file is checked
-when it is loaded: its sha256 against the manifest beside it, and its input and
-output shapes against what UVQ 1.5 needs, so a corrupt or swapped file is a
-clear error naming the file instead of a wrong score.
+Each file is checked when it is loaded: its sha256 against the manifest entry, and
+its input and output shapes against what UVQ 1.5 needs, so a corrupt or swapped file
+is a clear error naming the file instead of a wrong score.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from uvq_int8 import frames as F
-from uvq_int8.backends import NETS, BackendLike, get_backend
 from uvq_int8.errors import ModelFilesError
-from uvq_int8.manifest import MANIFEST_NAME
-from uvq_int8.manifest import entries as manifest_entries
+from uvq_int8.runtime import frames as F
 from uvq_int8.util import quiet_fd2, sha256_file
 
 log = logging.getLogger(__name__)
+
 
 EXPECTED_SHAPES = {
     "content": ([(1, F.CONTENT_SIZE, F.CONTENT_SIZE, 3)], (1, 8, 8, 128)),
     "distortion": ([(F.PATCH_GRID ** 2, F.PATCH_HEIGHT, F.PATCH_WIDTH, 3)], (1, 24, 24, 128)),
     "aggregation": ([(1, 8, 8, 128), (1, 24, 24, 128)], (1, 1)),
 }
+
+
 BUILD_HINT = "run 'uvq-int8 build' to (re)create the model files"
 
 
@@ -88,6 +87,7 @@ class NetRunner:
         self.outputs = [self._port(d) for d in self._output_details()]
         self._check_shapes()
         self.roles = self._output_roles()
+        self.mtime_ns = self.path.stat().st_mtime_ns  # load_models reloads a changed file
         self._pixel_table: np.ndarray | None = None
         self._pair_table: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -102,14 +102,15 @@ class NetRunner:
         # The signature keeps the export's argument/return order (args_0, args_1 /
         # output_0, output_1); tensor indices alone do not.
         try:
-            sigs = self._interp._get_full_signature_list()
-        except Exception:
+            signatures = self._interp.get_signature_list()
+            if len(signatures) != 1:
+                return None
+            runner = self._interp.get_signature_runner(next(iter(signatures)))
+            details = (runner.get_input_details() if kind == "inputs"
+                       else runner.get_output_details())
+        except (ValueError, KeyError, RuntimeError):
             return None
-        if len(sigs) != 1:
-            return None
-        mapping = next(iter(sigs.values()))[kind]
-        keys = sorted(mapping, key=_natural_key)
-        return [mapping[k] for k in keys]
+        return [details[name]["index"] for name in sorted(details, key=_natural_key)]
 
     @staticmethod
     def _port(detail: dict) -> _Port:
@@ -191,95 +192,3 @@ def _from_port(array: np.ndarray, port: _Port) -> np.ndarray:
     if port.quantized:
         return (array.astype(np.float32) - port.zero_point) * np.float32(port.scale)
     return array.astype(np.float32, copy=True)
-
-
-@dataclass
-class Models:
-    """The three nets of one backend, loaded once."""
-
-    backend: str
-    model_dir: Path
-    threads: int
-    runners: Mapping[str, NetRunner] = field(default_factory=dict)
-
-    @property
-    def paths(self) -> dict[str, Path]:
-        return {net: r.path for net, r in self.runners.items()}
-
-    @property
-    def sha256(self) -> dict[str, str]:
-        return {net: r.sha256 for net, r in self.runners.items()}
-
-    def features(self, frame_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        distortion = self.runners["distortion"]
-        if not distortion.inputs[0].quantized:
-            return self.features_from_inputs(*F.net_inputs(frame_uint8))
-        # A full-integer DistortionNet: map uint8 pixels straight to its int8 input
-        # through a table (the same numbers as quantizing the [-1,1] frame, without a
-        # float pass over 6 M values per frame).
-        content_in = F.content_input(frame_uint8)
-        patches = distortion.quantize_pixels(F.cut_patches(frame_uint8))
-        return self.features_from_inputs(content_in, patches)
-
-    def features_from_inputs(self, content_in: np.ndarray,
-                             patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        content = self.runners["content"].run(content_in)[0]
-        distortion = self.runners["distortion"].run(patches)[0]
-        return content, distortion
-
-    def aggregate(self, content: np.ndarray, distortion: np.ndarray) -> tuple[float, float]:
-        """(logit, score) for one frame's features."""
-        runner = self.runners["aggregation"]
-        outs = dict(zip(runner.roles, runner.run(content, distortion)))
-        score = float(outs["score"].reshape(-1)[0])
-        if "logit" in outs:
-            logit = float(outs["logit"].reshape(-1)[0])
-        else:  # an older single-output file
-            logit = F.score_to_logit(score)
-        return logit, score
-
-
-_CACHE: dict[tuple, Models] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load_models(backend: str | BackendLike, model_dir: str | Path, threads: int,
-                check_manifest: bool = True) -> Models:
-    """Load (once per process) the three nets of a backend from ``model_dir``."""
-    spec = backend if isinstance(backend, BackendLike) else get_backend(str(backend))
-    model_dir = Path(model_dir).expanduser()
-    paths = {net: Path(p) for net, p in spec.model_paths(model_dir).items()}
-    key = (spec.name, tuple(str(paths[n]) for n in NETS), threads)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-        if cached is not None and all(
-                r.path.stat().st_mtime_ns == r._mtime for r in cached.runners.values()):
-            return cached
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise ModelFilesError(
-                f"backend {spec.name!r} has no model files in {model_dir} (missing "
-                f"{', '.join(Path(m).name for m in missing)}); build them with "
-                f"'uvq-int8 build --backend {spec.name} --out {model_dir}' (with your "
-                f"checkpoints), or point --model-dir / UVQ_MODEL_DIR at a built set")
-        hashes: dict[Path, dict[str, dict] | None] = {}
-        runners = {}
-        for net in NETS:
-            directory = paths[net].parent
-            if directory not in hashes:
-                hashes[directory] = manifest_entries(directory) if check_manifest else None
-                if check_manifest and hashes[directory] is None:
-                    log.warning("no %s in %s: model files cannot be checked", MANIFEST_NAME,
-                                directory)
-            entry = (hashes[directory] or {}).get(paths[net].name)
-            expected = entry.get("sha256") if entry else None
-            if check_manifest and hashes[directory] is not None and expected is None:
-                # A plugin's own file next to ours: usable, but nothing to check it against.
-                log.warning("%s is not listed in %s; its sha256 cannot be checked",
-                            paths[net], directory / MANIFEST_NAME)
-            runner = NetRunner(net, paths[net], threads, expected, entry)
-            runner._mtime = paths[net].stat().st_mtime_ns
-            runners[net] = runner
-        models = Models(spec.name, model_dir, threads, runners)
-        _CACHE[key] = models
-        return models

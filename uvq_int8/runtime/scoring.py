@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from uvq_int8 import config as _config
-from uvq_int8 import runtime, video
-from uvq_int8.frames import logit_to_score
+from uvq_int8 import runtime
+from uvq_int8.runtime import video
+from uvq_int8.runtime.frames import logit_to_score
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from uvq_int8.backends import NETS
 from uvq_int8.util import atomic_write_text
 from uvq_int8.errors import UserError
-from uvq_int8.verify import BASELINE, OUTPUTS, VerifyReport
+from uvq_int8.verify.results import BASELINE, OUTPUTS, VerifyReport
 
 MB = 1024 * 1024  # the old guide divided sizes by 1024 * 1024; same unit, comparable numbers
 
@@ -198,7 +198,7 @@ def markdown(report: VerifyReport) -> str:
 
 def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
     """What the auto search chose and why: its candidates and the sensitivity tables."""
-    from uvq_int8.sensitivity import SensitivityTable
+    from uvq_int8.build.sensitivity import SensitivityTable
 
     m = record["measured"]
     out = [f"### {backend}: the configuration the build's search chose", "",
