@@ -15,6 +15,7 @@ No ``patch`` or ``git`` executable is needed.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -317,8 +318,14 @@ def apply_patch(patch: Patch, tree: Mapping[str, bytes | None],
 # ---------------------------------------------------------------- the series
 
 def patch_dir() -> Path:
-    """Where the installed package keeps its patch files."""
-    return Path(__file__).resolve().parent / "patches"
+    """Where the patch files are: the repository's top-level ``patches/`` folder, which
+    setup.cfg installs as the data package ``uvq_int8.patches``."""
+    spec = importlib.util.find_spec("uvq_int8.patches")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise PatchError("the patch files are not installed (uvq_int8.patches is missing); "
+                         "reinstall uvq-int8")
+    return Path(locations[0])
 
 
 def load_series(directory: str | Path | None = None) -> tuple[Patch, ...]:
