@@ -1,6 +1,6 @@
 """Apply, check and revert the patches that let upstream UVQ ask the backend registry.
 
-The series (package data in ``uvq_int8/patches/``, one concern per patch) is a
+The series (``patches/``, installed as ``uvq_int8.patches``; one concern per patch) is a
 set of unified diffs in git's format against madhuhegde/uvq at
 ``UPSTREAM_COMMIT``, applied in file-name order, each to the tree the previous
 ones leave. Each patch's header records the sha256 of every file it touches,
