@@ -57,7 +57,7 @@ class BuildOptions:
     force: bool = False
     calibration_videos: Sequence[Path] = ()
     calibration_frames: int = DEFAULT_CALIBRATION_FRAMES
-    # Conversions run in parallel, one process each (each ~0.8 GB peak).
+    # Conversions run in parallel, one process each (peaks recorded in the manifest).
     jobs: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
     threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     # Replaces the built-in synthetic frames (API users, tests): n -> uint8 [1080,1920,3] frames.

@@ -81,7 +81,8 @@ def _recipe_config(name: str):
 
 
 def profiler_calibrator(float_model: bytes, threads: int = 2):
-    """ai-edge-quantizer's calibrator in profiler mode (frame by frame, ~1 GB, not ~11 GB),
+    """ai-edge-quantizer's calibrator in profiler mode (frame by frame, so memory does not
+    grow with the frame count; the build records its peak RSS in the manifest),
     with the static int8 recipe loaded; returns (calibrator, recipe manager)."""
     calibrator, _, _, _, recipe_manager, _ = _quantizer_modules()
     manager = recipe_manager.RecipeManager()

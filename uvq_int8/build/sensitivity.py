@@ -31,8 +31,8 @@ BACKBONES = ("content", "distortion")
 # Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.build.nets.MBConv_3/..."
 _GROUP_RE = re.compile(
     r"Sequential_features/(?:[\w.]*\.)?(ConvBNAct_0|MBConv_(\d+)|SameConv_\d+)[/;]")
-# Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (float32 distortion
-# net ~0.95 s per frame): milliseconds per MAC and per element written (or read by a
+# Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (benchmarks/
+# breakdown.py times each net): milliseconds per MAC and per element written (or read by a
 # MUL/ADD/MEAN), and the ratio of full-integer to float32 time.
 MS_PER_GMAC = 9.0
 MS_PER_GELEMENT = 600.0

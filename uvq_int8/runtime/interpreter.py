@@ -152,7 +152,7 @@ class NetRunner:
         if self._pair_table is None:
             # Two adjacent bytes looked up at once through a 65536-entry table: half the
             # lookups of the 256-entry table, and np.take is quicker than fancy indexing
-            # (4 ms instead of 10 ms for nine 360x640 patches).
+            # (benchmarks/breakdown.py times the preprocessing).
             pairs = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
             self._pair_table = table.view(np.uint8)[pairs].view(np.uint16)
         out = np.take(self._pair_table, flat.view(np.uint16))

@@ -41,7 +41,7 @@ def decode_threads(interpreter_threads: int) -> int:
     """Video decoder threads: the cores the interpreter leaves free, at least one."""
     # Where the interpreter's threads fill the machine, ffmpeg's extra frame threads only
     # take turns with them, and cost more CPU per decoded frame than one thread
-    # (2 cores, 2 interpreter threads: int8-static 4.42 -> 4.32 s on a 20 s 1080p clip).
+    # (benchmarks/bench_e2e.py measures the end-to-end time).
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -13,9 +13,9 @@ Two decode methods give the same bytes:
 - ``"split"``: ffmpeg #1 decodes and lets ``-r FPS`` pick frames exactly as in upstream's
   command, but writes them in the decoder's own pixel format; ffmpeg #2 runs upstream's
   transpose/scale/format chain on those frames only. Upstream scales every source frame
-  before ``-r`` drops most of them; this scales only the frames that are kept (on a
-  20 s clip at fps=1: ~9x faster from a 360p source, 5-30 % from 1080p, where the scale
-  is only a colour conversion). ``-r``'s choice depends on timestamps and
+  before ``-r`` drops most of them; this scales only the frames that are kept (the
+  saving is largest for small sources; at 1080p the scale is only a colour conversion;
+  benchmarks/breakdown.py times decoding). ``-r``'s choice depends on timestamps and
   the stream's frame rate, which the filters do not change, and the colour tags that the
   raw pipe loses are restored with ``setparams``. It is used only where it was checked
   bit-exact against the upstream command (see ``_split_supported``), and if its ffmpeg #1
