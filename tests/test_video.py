@@ -138,9 +138,9 @@ def test_plan_rejects_zero_length_and_bad_fps():
 
 
 def test_frame_rate_is_rounded_up_like_upstream():
-    assert video._rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
-    assert video._rate("25/1") == (25.0, 25)
-    assert video._rate("0/0") == (None, None)
+    assert video.parse_rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
+    assert video.parse_rate("25/1") == (25.0, 25)
+    assert video.parse_rate("0/0") == (None, None)
 
 
 # --- frames equal upstream's -----------------------------------------------------------

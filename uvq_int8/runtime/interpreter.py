@@ -45,7 +45,9 @@ def _interpreter_class():
 
 
 @dataclass
-class _Port:
+class Port:
+    """One input or output tensor: where it is, and how float values map to its dtype."""
+
     index: int
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -88,8 +90,7 @@ class NetRunner:
         self._check_shapes()
         self.roles = self._output_roles()
         self.mtime_ns = self.path.stat().st_mtime_ns  # load_models reloads a changed file
-        self._pixel_table: np.ndarray | None = None
-        self._pair_table: np.ndarray | None = None
+        self._pixels = PixelTable(self.inputs[0])
         self._lock = threading.Lock()
 
     def _input_details(self) -> list[dict]:
@@ -113,9 +114,9 @@ class NetRunner:
         return [details[name]["index"] for name in sorted(details, key=_natural_key)]
 
     @staticmethod
-    def _port(detail: dict) -> _Port:
+    def _port(detail: dict) -> Port:
         scale, zero = detail.get("quantization", (0.0, 0))
-        return _Port(detail["index"], tuple(int(s) for s in detail["shape"]),
+        return Port(detail["index"], tuple(int(s) for s in detail["shape"]),
                      np.dtype(detail["dtype"]), float(scale), int(zero))
 
     def _check_shapes(self) -> None:
@@ -137,33 +138,19 @@ class NetRunner:
                 for i, p in enumerate(self.outputs)]
 
     def pixel_table(self) -> np.ndarray:
-        """uint8 pixel -> this net's quantized input value, as _to_port would compute it."""
-        if self._pixel_table is None:
-            self._pixel_table = _to_port(F.to_unit_range(np.arange(256, dtype=np.uint8)),
-                                         self.inputs[0])
-        return self._pixel_table
+        """uint8 pixel -> this net's quantized input value, as ``to_port`` would compute it."""
+        return self._pixels.table
 
     def quantize_pixels(self, pixels_uint8: np.ndarray) -> np.ndarray:
         """uint8 pixels -> this net's quantized input: pixel_table()[pixels], quicker."""
-        table = self.pixel_table()
-        flat = pixels_uint8.reshape(-1)
-        if table.itemsize != 1 or flat.size % 2 or not flat.flags.c_contiguous:
-            return table[pixels_uint8]
-        if self._pair_table is None:
-            # Two adjacent bytes looked up at once through a 65536-entry table: half the
-            # lookups of the 256-entry table, and np.take is quicker than fancy indexing
-            # (benchmarks/breakdown.py times the preprocessing).
-            pairs = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
-            self._pair_table = table.view(np.uint8)[pairs].view(np.uint16)
-        out = np.take(self._pair_table, flat.view(np.uint16))
-        return out.view(table.dtype).reshape(pixels_uint8.shape)
+        return self._pixels.lookup(pixels_uint8)
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         with self._lock:
             for port, array in zip(self.inputs, arrays):
-                self._interp.set_tensor(port.index, _to_port(array, port))
+                self._interp.set_tensor(port.index, to_port(array, port))
             self._interp.invoke()
-            return [_from_port(self._interp.get_tensor(p.index), p) for p in self.outputs]
+            return [from_port(self._interp.get_tensor(p.index), p) for p in self.outputs]
 
 
 def _ordered(details: list[dict], order: list[int] | None) -> list[dict]:
@@ -178,7 +165,7 @@ def _natural_key(name: str):
     return (name.rstrip("0123456789"), int(digits) if digits else -1)
 
 
-def _to_port(array: np.ndarray, port: _Port) -> np.ndarray:
+def to_port(array: np.ndarray, port: Port) -> np.ndarray:
     if port.quantized and array.dtype == port.dtype:
         return np.ascontiguousarray(array)  # already quantized (see Models.features)
     if port.quantized:
@@ -188,7 +175,41 @@ def _to_port(array: np.ndarray, port: _Port) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=port.dtype)
 
 
-def _from_port(array: np.ndarray, port: _Port) -> np.ndarray:
+def from_port(array: np.ndarray, port: Port) -> np.ndarray:
     if port.quantized:
         return (array.astype(np.float32) - port.zero_point) * np.float32(port.scale)
     return array.astype(np.float32, copy=True)
+
+
+class PixelTable:
+    """uint8 pixels -> a quantized input port's values, through lookup tables.
+
+    The same numbers as ``to_port`` on the [-1,1] frame, without a float pass over it.
+    Tables are built on first use.
+    """
+
+    def __init__(self, port: Port) -> None:
+        self.port = port
+        self._table: np.ndarray | None = None
+        self._pairs: np.ndarray | None = None
+
+    @property
+    def table(self) -> np.ndarray:
+        """The 256-entry table: pixel value -> port value."""
+        if self._table is None:
+            self._table = to_port(F.to_unit_range(np.arange(256, dtype=np.uint8)), self.port)
+        return self._table
+
+    def lookup(self, pixels_uint8: np.ndarray) -> np.ndarray:
+        table = self.table
+        flat = pixels_uint8.reshape(-1)
+        if table.itemsize != 1 or flat.size % 2 or not flat.flags.c_contiguous:
+            return table[pixels_uint8]
+        if self._pairs is None:
+            # Two adjacent bytes looked up at once through a 65536-entry table: half the
+            # lookups of the 256-entry table, and np.take is quicker than fancy indexing
+            # (benchmarks/breakdown.py times the preprocessing).
+            pairs = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
+            self._pairs = table.view(np.uint8)[pairs].view(np.uint16)
+        out = np.take(self._pairs, flat.view(np.uint16))
+        return out.view(table.dtype).reshape(pixels_uint8.shape)

@@ -136,7 +136,7 @@ def _check_file(path: str | Path) -> Path:
     return p
 
 
-def _rate(text: str | None) -> tuple[float | None, int | None]:
+def parse_rate(text: str | None) -> tuple[float | None, int | None]:
     """'30000/1001' -> (29.97..., 30); upstream takes the ceiling of num/den."""
     if not text:
         return None, None
@@ -217,7 +217,7 @@ def probe(path: str | Path, ffprobe: str = "ffprobe", count_frames: bool = False
         return VideoInfo(name, 0, 0, _float(fmt.get("duration")), None, None, None, False,
                          False, None, num_streams=num_streams)
     stream = streams[0]
-    rate, orig_fps = _rate(stream.get("r_frame_rate"))
+    rate, orig_fps = parse_rate(stream.get("r_frame_rate"))
     rotation = 0.0
     for side in stream.get("side_data_list") or []:
         if "rotation" in side:
