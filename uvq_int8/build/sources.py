@@ -79,29 +79,28 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
 
 
 def _calibration_description(options: BuildOptions) -> dict[str, Any]:
-    n = options.calibration_frames
-    if options.calibration_videos:
-        videos = []
-        for path in options.calibration_videos:
-            path = Path(path).expanduser()
-            videos.append({"name": path.name, "sha256": sha256_file(path)})
-        return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
-    if options.frame_source is not None:
-        return {"source": options.frame_source_name, "frames": n}
-    return {"source": "synthetic", "frames": n,
-            "generator": "uvq_int8.synthetic.calibration_frames"}
+    return _frames_description(options.calibration_videos, options.calibration_frames,
+                               options.frame_source is not None, options.frame_source_name,
+                               "uvq_int8.synthetic.calibration_frames")
 
 
 def _validation_description(options: BuildOptions) -> dict[str, Any]:
-    n = options.validation_frames
-    if options.validation_videos:
-        paths = [Path(v).expanduser() for v in options.validation_videos]
-        videos = [{"name": p.name, "sha256": sha256_file(p)} for p in paths]
-        return {"source": "videos", "frames": n, "fps": 1, "videos": videos}
-    if options.validation_source is not None:
-        return {"source": options.validation_source_name, "frames": n}
-    return {"source": "synthetic", "frames": n,
-            "generator": "uvq_int8.synthetic.validation_frames"}
+    return _frames_description(options.validation_videos, options.validation_frames,
+                               options.validation_source is not None,
+                               options.validation_source_name,
+                               "uvq_int8.synthetic.validation_frames")
+
+
+def _frames_description(videos: Sequence[Path], n: int, custom: bool, custom_name: str,
+                        generator: str) -> dict[str, Any]:
+    """What the manifest records about a frame source (a file is rebuilt when it changes)."""
+    if videos:
+        paths = [Path(v).expanduser() for v in videos]
+        return {"source": "videos", "frames": n, "fps": 1,
+                "videos": [{"name": p.name, "sha256": sha256_file(p)} for p in paths]}
+    if custom:
+        return {"source": custom_name, "frames": n}
+    return {"source": "synthetic", "frames": n, "generator": generator}
 
 
 class _FrameStore:
