@@ -64,17 +64,17 @@ def test_calibration_follows_the_recipes():
     assert calibrated == {"int8-static", "auto"}
 
 
-def test_all_for_build_written_out():
-    names = [b.name for b in B.all_for_build(with_budget=False)]
+def test_buildable_backends_written_out():
+    names = [b.name for b in B.buildable_backends(include_auto=False)]
     assert names == ["float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static"]
-    assert [b.name for b in B.all_for_build(with_budget=True)] == names + ["auto"]
+    assert [b.name for b in B.buildable_backends(include_auto=True)] == names + ["auto"]
 
 
-def test_all_with_files_lists_backends_with_any_file(tmp_path):
-    assert B.all_with_files(tmp_path) == []
+def test_backends_with_files_lists_backends_with_any_file(tmp_path):
+    assert B.backends_with_files(tmp_path) == []
     (tmp_path / "content_net_int4.tflite").write_bytes(b"x")
     (tmp_path / "aggregation_net.tflite").write_bytes(b"x")
-    assert [b.name for b in B.all_with_files(tmp_path)] == ["float32", "int4"]
+    assert [b.name for b in B.backends_with_files(tmp_path)] == ["float32", "int4"]
 
 
 def test_spec_lists_and_all():

@@ -469,3 +469,37 @@ def test_static_int8_calibrates_on_videos_without_converting_again(build_all, re
     assert calibration["source"] == "videos" and calibration["frames"] == 2
     assert [v["sha256"] for v in calibration["videos"]] == [util.sha256_file(v) for v in videos]
     assert entry["inputs"][0]["dtype"] == "int8"
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A size-limited file system (a 40 MB tmpfs); needs root, as in CI."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_writing_models_is_one_line_and_loses_nothing(
+        build_all, reference_dir, small_disk, capsys):
+    # The float32 files (31 MB) fit; the fp16 files made from them do not.
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = _copy_subset(build_all.path, small_disk / "models", names)
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir),
+                 "--backend", "float32,fp16", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("uvq-int8: error: no space left on the device writing ")
+    assert "free some space, or write elsewhere (--out/--workdir DIR" in err
+    # nothing half-written: the manifest and the files already there are as they were
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before

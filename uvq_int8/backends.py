@@ -340,23 +340,25 @@ def buildable(backend: Any) -> bool:
             and all(recipes.get(net) in RECIPES for net in NETS))
 
 
-def all_for_build(with_budget: bool,
-                  available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
-    """What ``build --backend all`` makes: every buildable registered backend, plus the
-    built-ins that need a logit budget (auto) when one is given."""
+def buildable_backends(include_auto: bool,
+                       available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
+    """What ``all`` means to ``build`` (and the demo): every registered backend whose
+    recipes uvq-int8 can make, in registry order; a row whose ``in_all`` rule is "with a
+    logit budget" (auto) only with ``include_auto``, i.e. when a budget was given."""
     available = discover() if available is None else available
     out = []
     for name, backend in available.items():
         rule = BUILTIN_BACKENDS.get(name, {}).get("in_all", IN_ALL_ALWAYS)
-        if buildable(backend) and (rule == IN_ALL_ALWAYS or with_budget):
+        if buildable(backend) and (rule == IN_ALL_ALWAYS or include_auto):
             out.append(backend)
     return out
 
 
-def all_with_files(model_dir: str | Path,
-                   available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
-    """What ``verify --backend all`` measures: every registered backend with at least one
-    of its files in ``model_dir`` (one with only some files fails at load, naming them)."""
+def backends_with_files(model_dir: str | Path,
+                        available: Mapping[str, BackendLike] | None = None) -> list[BackendLike]:
+    """What ``all`` means to ``verify``: every registered backend with at least one of its
+    files in ``model_dir``, in registry order (one with only some files fails at load,
+    naming them)."""
     available = discover() if available is None else available
     return [b for b in available.values()
             if any(Path(p).is_file() for p in b.model_paths(model_dir).values())]

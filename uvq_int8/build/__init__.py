@@ -17,12 +17,14 @@ from uvq_int8.build.options import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_VALIDATI
                                     MEMORY_BOUND_BYTES, BuildError, BuildOptions, BuildPlan,
                                     BuildSummary, CheckpointMissingError, FileJob, FileResult,
                                     NullReporter, Reporter)
-from uvq_int8.build.plan import plan_build, require_build_tools, resolve_backends
+from uvq_int8.backends import buildable_backends  # what "all" means to build
+from uvq_int8.build.plan import (check_budget, plan_build, require_budget, require_build_tools,
+                                 resolve_backends)
 from uvq_int8.build.sources import CHECKPOINT_NAMES, default_out_dir, resolve_checkpoints
 from uvq_int8.build.stages import build
 
 __all__ = ["CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_VALIDATION_FRAMES",
            "MEMORY_BOUND_BYTES", "BuildError", "BuildOptions", "BuildPlan", "BuildSummary",
            "CheckpointMissingError", "FileJob", "FileResult", "NullReporter", "Reporter", "build",
-           "default_out_dir", "plan_build", "require_build_tools", "resolve_backends",
-           "resolve_checkpoints"]
+           "buildable_backends", "check_budget", "default_out_dir", "plan_build",
+           "require_budget", "require_build_tools", "resolve_backends", "resolve_checkpoints"]

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendError,
-                               all_for_build, buildable, discover, get_backend, parse_spec)
+from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendError, buildable,
+                               buildable_backends, discover, get_backend, parse_spec)
 from uvq_int8.build import options as O
 from uvq_int8.build.options import BuildError, BuildOptions, BuildPlan, CheckpointMissingError, FileJob
 from uvq_int8.build.sources import _calibration_description, _validation_description
@@ -24,7 +24,7 @@ from uvq_int8.util import sha256_file
 
 def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> list[Backend]:
     """``all``, a comma list or a sequence of names -> backends (``all``: registry order,
-    see ``backends.all_for_build``; it names ``auto`` only with ``include_auto``, i.e.
+    see ``backends.buildable_backends``; it names ``auto`` only with ``include_auto``, i.e.
     when a logit budget was given)."""
     try:
         spec = parse_spec(names)
@@ -38,7 +38,7 @@ def resolve_backends(names: str | Sequence[str], include_auto: bool = True) -> l
     chosen: list[BackendLike] = []
     for item in spec.names:
         if item == ALL:
-            chosen += all_for_build(include_auto, available)
+            chosen += buildable_backends(include_auto, available)
         else:
             chosen.append(get_backend(item, available))  # UnknownBackendError lists known ones
     unique: dict[str, BackendLike] = {}
@@ -97,16 +97,25 @@ def _auto_options(options: BuildOptions, base: dict[str, Any],
             "checkpoints": {net: refs[net]["sha256"] for net in NETS}}
 
 
-def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
-    budget = options.max_logit_delta
-    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget)
-                                   and budget >= 0):
+def check_budget(budget: float) -> None:
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 0):
         raise BuildError(f"--max-logit-delta must be a non-negative number, got {budget}")
-    if not wants_auto:
-        return
+
+
+def require_budget(budget: float | None) -> None:
+    """The one refusal for ``auto`` without a budget (build and demo alike)."""
     if budget is None:
         raise BuildError("--backend auto needs --max-logit-delta D: the largest change of the "
                          "aggregation logit (score = 3 + 2*tanh(logit)) it may cost, e.g. 0.1")
+
+
+def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
+    budget = options.max_logit_delta
+    if budget is not None:
+        check_budget(budget)
+    if not wants_auto:
+        return
+    require_budget(budget)
     if options.validation_frames < 1:
         raise BuildError(f"--validation-frames must be at least 1, got "
                          f"{options.validation_frames}")

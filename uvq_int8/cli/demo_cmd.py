@@ -9,15 +9,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from uvq_int8.backends import BUILTIN_ORDER
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path,
                    help="keep proxy checkpoints, models and the clip here (default: a "
                         "temporary directory, removed afterwards)")
     p.add_argument("--backend", default="all",
-                   help="backends to build and score: 'all' or a comma list (default: all)")
+                   help="backends to build and score: 'all' (default: what 'uvq-int8 build "
+                        "--backend all' builds, so auto only with --max-logit-delta) or a "
+                        "comma list; float32, the baseline, is always added")
+    p.add_argument("--max-logit-delta", type=float, metavar="D",
+                   help="also build the auto backend at this logit budget (a search of a few "
+                        "minutes more); without it the demo leaves auto out")
     p.add_argument("--seconds", type=int, default=3, help="length of the synthetic clip (3)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads per net")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -28,9 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from uvq_int8.errors import UserError
+    from uvq_int8.runtime.video import require_ffmpeg
 
     if args.seconds < 1:
         raise UserError(f"--seconds must be at least 1, got {args.seconds}")
+    # Everything that can be refused is refused here, before any file is written.
+    args.backends = demo_backends(args.backend, args.max_logit_delta)
+    require_ffmpeg()
     err = Console(stderr=True)
     err.print(f"[bold red]uvq-int8 demo: {PROXY_BANNER}[/]")
     if args.workdir:
@@ -40,9 +47,32 @@ def run(args: argparse.Namespace) -> int:
         return _demo(args, Path(tmp), err)
 
 
+TABLE_TITLE = "uvq-int8 demo on PROXY weights"
 PROXY_BANNER = ("these are seeded PROXY weights made by uvq-int8, NOT the official UVQ 1.5 "
                 "weights: the scores below say nothing about video quality, only how the "
                 "backends compare with each other.")
+
+
+def demo_backends(spec: str, budget: float | None) -> list[str]:
+    """The backends the demo builds and scores, float32 (the baseline) first.
+
+    ``all`` is asked of ``build`` (``buildable_backends``), never kept here; unknown names
+    and ``auto`` without a budget are refused before any work.
+    """
+    from uvq_int8 import build as _build
+    from uvq_int8.backends import AUTO
+
+    if spec.strip() == "all":
+        names = [b.name for b in _build.buildable_backends(include_auto=budget is not None)]
+    else:
+        names = [b.name for b in _build.resolve_backends(spec)]
+    if AUTO.name in names:
+        _build.require_budget(budget)
+    if budget is not None:
+        _build.check_budget(budget)
+    if "float32" in names:
+        names.remove("float32")
+    return ["float32", *names]  # the baseline every delta is measured against
 
 
 def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
@@ -55,12 +85,7 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
     from uvq_int8.cli.build_cmd import RichReporter, NoteReporter
     from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
-    backends = list(BUILTIN_ORDER) if args.backend == "all" else [
-        b.strip() for b in args.backend.split(",") if b.strip()]
-    if "float32" not in backends:
-        backends.insert(0, "float32")  # the baseline every delta is measured against
-    _build.resolve_backends(backends)  # unknown names fail before any work
-
+    backends = args.backends
     ckpt_dir = workdir / "proxy_checkpoints"
     if all((ckpt_dir / n).is_file() for n in proxy.CHECKPOINT_NAMES.values()):
         checkpoints = {net: ckpt_dir / name for net, name in proxy.CHECKPOINT_NAMES.items()}
@@ -72,7 +97,8 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
     show = not args.quiet and err.is_terminal
     reporter = RichReporter(err) if show else NoteReporter()
     _build.build(_build.BuildOptions(checkpoints=checkpoints, out_dir=model_dir,
-                                     backends=backends), reporter)
+                                     backends=backends, max_logit_delta=args.max_logit_delta),
+                 reporter)
 
     clip = workdir / f"synthetic_{args.seconds}s.mp4"
     if not clip.is_file():
@@ -108,7 +134,7 @@ def _print_table(rows: list[dict], threads: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"uvq-int8 demo on PROXY weights ({rows[0]['frames']} frames, "
+    table = Table(title=f"{TABLE_TITLE} ({rows[0]['frames']} frames, "
                         f"{threads} threads)")
     for col, justify in (("backend", "left"), ("model size", "right"), ("seconds", "right"),
                          ("score", "right"), ("logit delta vs float32", "right")):
@@ -116,4 +142,8 @@ def _print_table(rows: list[dict], threads: int) -> None:
     for r in rows:
         table.add_row(r["backend"], f"{r['model_bytes'] / 1e6:.1f} MB", f"{r['seconds']:.2f}",
                       f"{r['score']:.4f}", f"{r['logit_delta_max']:.4f}")
-    Console(file=sys.stdout).print(table)
+    # Wide enough for every column when stdout is a file or a pipe (rich's default is 80).
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=max(console.width, 100))
+    console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -10,6 +11,8 @@ from typing import Callable, Sequence
 
 from uvq_int8 import __version__
 from uvq_int8.errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 # subcommand -> module in this package defining add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
@@ -58,6 +61,14 @@ def run_guarded(func: Callable[[], int], debug: bool, prog: str) -> int:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in DISK_FULL or debug:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: no space left on the device{where}; free some space, or write "
+              f"elsewhere (--out/--workdir DIR; TMPDIR for temporary files). Files already in "
+              f"place were not changed.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

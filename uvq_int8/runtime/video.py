@@ -33,7 +33,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -43,8 +43,8 @@ from uvq_int8.runtime.decoders import (_EOF, _ffmpeg_url, _Pipeline, decode_comm
 from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
 __all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "find_tool",
-           "ffmpeg_version", "is_portrait", "iter_frames", "probe", "sample_plan",
-           "upstream_filter", "uvq_frames"]
+           "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
+           "sample_plan", "upstream_filter", "uvq_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,14 @@ def find_tool(name: str, flag: str) -> str:
     if not found:
         raise VideoError(f"{name!r} not found or not executable; install ffmpeg or pass {flag}")
     return found
+
+
+def require_ffmpeg(tools: Sequence[str] = ("ffmpeg", "ffprobe")) -> None:
+    """Fail at once, before any work, when the ffmpeg programs are not on PATH."""
+    missing = [name for name in tools if not shutil.which(name)]
+    if missing:
+        raise VideoError(f"{' and '.join(missing)} not found on PATH; install ffmpeg "
+                         f"(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)")
 
 
 def _run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@
 - ``guide``: the old INT8 guide's claims next to our measurements.
 """
 
+from uvq_int8.backends import backends_with_files  # what "all" means to verify
 from uvq_int8.verify.guide import GUIDE_CLAIMS, guide_comparison
 from uvq_int8.verify.inputs import (Clip, TorchReference, checkpoint_paths, manifest_checkpoints,
                                     npz_clips, random_inputs, synthetic_clips, video_clip)
@@ -18,7 +19,7 @@ from uvq_int8.verify.run import VerifySettings, load_backends, run_verify, selec
 from uvq_int8.verify.thresholds import (EXIT_THRESHOLD, Check, Threshold, check_thresholds,
                                         default_thresholds, thresholds_for)
 
-__all__ = ["BASELINE", "EXIT_THRESHOLD", "GUIDE_CLAIMS", "OUTPUTS", "SCHEMA_VERSION",
+__all__ = ["backends_with_files", "BASELINE", "EXIT_THRESHOLD", "GUIDE_CLAIMS", "OUTPUTS", "SCHEMA_VERSION",
            "BackendReport", "Check", "Clip", "StatsAccumulator", "TensorStats", "Threshold",
            "TorchReference", "VerifyReport", "VerifySettings", "check_thresholds",
            "checkpoint_paths", "compare", "default_thresholds", "guide_comparison",

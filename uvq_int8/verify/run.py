@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from uvq_int8 import runtime
-from uvq_int8.backends import ALL, NETS, BackendLike, all_with_files, discover, get_backend, parse_spec
+from uvq_int8.backends import (ALL, NETS, BackendLike, backends_with_files, discover, get_backend,
+                               parse_spec)
 from uvq_int8.errors import ModelFilesError, UserError
 from uvq_int8.runtime import frames as F
 from uvq_int8.runtime import tflite_info
@@ -51,7 +52,7 @@ def select_backends(requested: Sequence[str] | None, model_dir: Path) -> list[Ba
     """Backends to verify; float32 (the baseline) always first.
 
     Each requested value is a backend spec (``parse_spec``): names, ``all`` or one per-net
-    mix. Nothing requested, or ``all``: ``backends.all_with_files``.
+    mix. Nothing requested, or ``all``: ``backends.backends_with_files``.
     """
     available = discover()
     items: list[str] = []  # backend names and mix specs, in the order given
@@ -60,7 +61,7 @@ def select_backends(requested: Sequence[str] | None, model_dir: Path) -> list[Ba
         items += [value] if spec.mix is not None else list(spec.names)
     chosen: list[BackendLike] = []
     if ALL in items:
-        chosen = all_with_files(model_dir, available)
+        chosen = backends_with_files(model_dir, available)
         if not chosen:
             raise ModelFilesError(f"no backend has model files in {model_dir}; "
                                   f"{runtime.BUILD_HINT} --out {model_dir}")
