@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,19 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
+from uvq_int8.build import CHECKPOINT_NAMES
+from uvq_int8.util import atomic_path, machine_info
+
 HERE = Path(__file__).resolve().parent
 
 
 def make_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) -> Path:
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-                    "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
-                    "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+                        "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+                        "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
     return path
 
 
@@ -47,7 +46,8 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
     """Decode like upstream (temp file, float64 video), run the PyTorch nets eagerly."""
     import torch
 
-    from uvq_int8 import nets, video
+    from uvq_int8.build import nets
+    from uvq_int8.runtime import video
 
     torch.set_num_threads(threads)
     info = video.probe(str(clip))
@@ -75,7 +75,7 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
 
 def run_backend(clip: Path, backend: str, model_dir: Path, threads: int) -> dict:
     from uvq_int8 import runtime
-    from uvq_int8.scoring import ScoreOptions, score_video
+    from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
     models = runtime.load_models(backend, model_dir, threads)  # load time is not scored
     started = time.perf_counter()
@@ -91,7 +91,7 @@ from pathlib import Path
 # benchmark's own peak; reset the high-water mark first, then read VmHWM.
 Path("/proc/self/clear_refs").write_text("5")
 from uvq_int8 import runtime
-from uvq_int8.scoring import ScoreOptions, score_video
+from uvq_int8.runtime.scoring import ScoreOptions, score_video
 models = runtime.load_models(sys.argv[2], sys.argv[3], int(sys.argv[4]))
 score_video(sys.argv[1], models, ScoreOptions(fps=1))
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -123,12 +123,10 @@ def main() -> int:
     args = parser.parse_args()
 
     clip = make_clip(args.clips / f"testsrc2_1080p30_{args.seconds}s.mp4", args.seconds)
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
-                                 "cores": os.cpu_count(), "python": platform.python_version()},
+    results: dict = {"machine": machine_info(),
                      "clip": str(clip), "threads": args.threads, "backends": {}}
     if args.checkpoints:
-        ckpt = {n: args.checkpoints / f"{n}_net.pth" for n in ("content", "distortion",
-                                                                "aggregation")}
+        ckpt = {n: args.checkpoints / name for n, name in CHECKPOINT_NAMES.items()}
         results["pytorch_reference"] = upstream_style_reference(clip, ckpt, args.threads)
         print(f"pytorch-eager reference: {results['pytorch_reference']['seconds']:.2f} s",
               file=sys.stderr)

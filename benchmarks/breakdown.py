@@ -7,7 +7,7 @@ Run by hand (not a test; shared machines are noisy):
 It makes (or reuses) bench_e2e's 20 s 1080p30 clip and prints, per backend, the median
 invoke time of ContentNet and DistortionNet at 1 and 2 interpreter threads and the
 preprocessing of one frame; then the decoding cost per scored frame (wall and ffmpeg CPU,
-through ``uvq_int8.video.iter_frames``) and ffmpeg's decode-only CPU for the whole clip with
+through ``uvq_int8.runtime.video.uvq_frames``) and ffmpeg's decode-only CPU for the whole clip with
 and without ``-skip_frame noref``. These are the figures behind docs/benchmarks.md's
 "where an int8 frame's time goes".
 """
@@ -40,35 +40,26 @@ def median_ms(fn, runs: int) -> float:
 
 
 def nets(backend: str, model_dir: Path, frame: np.ndarray, runs: int) -> dict:
-    from uvq_int8 import frames as F
     from uvq_int8 import runtime
 
     out = {}
     for threads in (1, 2):
         models = runtime.load_models(backend, model_dir, threads)
-        content = models.runners["content"]
-        distortion = models.runners["distortion"]
-        c_in, patches = F.net_inputs(frame)
-        if distortion.inputs[0].quantized:
-            patches_in = distortion.quantize_pixels(F.cut_patches(frame))
-            out["preprocess_ms"] = median_ms(
-                lambda: (F.content_input(frame), distortion.quantize_pixels(F.cut_patches(frame))),
-                runs)
-            run_d = lambda: distortion.run(patches_in)  # noqa: E731
-        else:
-            out["preprocess_ms"] = median_ms(lambda: F.net_inputs(frame), runs)
-            run_d = lambda: distortion.run(patches)  # noqa: E731
-        out[f"content_ms_{threads}t"] = median_ms(lambda: content.run(c_in), runs)
-        out[f"distortion_ms_{threads}t"] = median_ms(run_d, runs)
+        # The inputs exactly as Models.features makes them (pixel table for int8 patches).
+        c_in, patches = models.inputs_for(frame)
+        out["preprocess_ms"] = median_ms(lambda: models.inputs_for(frame), runs)
+        out[f"content_ms_{threads}t"] = median_ms(lambda: models.run_net("content", c_in), runs)
+        out[f"distortion_ms_{threads}t"] = median_ms(
+            lambda: models.run_net("distortion", patches), runs)
     return out
 
 
 def decoding(clip: Path) -> dict:
-    from uvq_int8 import video
+    from uvq_int8.runtime import video
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    n = sum(1 for _ in video.iter_frames(clip, fps=1, decode_threads=1))
+    n = sum(1 for _ in video.uvq_frames(clip, fps=1, decode_threads=1))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -93,10 +84,10 @@ def main() -> int:
                         help="where the 20 s clip is made or reused")
     args = parser.parse_args()
 
-    from uvq_int8 import video
+    from uvq_int8.runtime import video
 
     clip = bench_e2e.make_clip(args.clips / "testsrc2_1080p30_20s.mp4", 20)
-    frame = next(iter(video.iter_frames(clip, fps=1)))
+    frame = next(video.uvq_frames(clip, fps=1))
     print("| backend | content 1t / 2t ms | distortion 1t / 2t ms | preprocessing ms |")
     print("|---|---|---|---|")
     for backend in args.backends.split(","):

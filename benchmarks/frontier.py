@@ -25,7 +25,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,16 +38,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_e2e  # noqa: E402  (make_clip, run_backend: the same timing as bench_e2e)
 
-NETS = ("content", "distortion", "aggregation")
+from uvq_int8.backends import NETS, RECIPES  # noqa: E402
+from uvq_int8.util import machine_info, sha256_file  # noqa: E402
+
 FLOAT32_FILES = tuple(f"{net}_net.tflite" for net in NETS)
 BASE_CONFIGS = ("float32", "fp16", "int8-weight-only", "int8", "int4", "int8-static",
                 "content=int8-static,distortion=float32,aggregation=float32",
                 "content=float32,distortion=int8-static,aggregation=float32")
-# What each recipe does to a backbone, in the words of the table.
-RECIPE_WORDS = {"float32": "float32", "fp16_weights": "fp16 weights",
-                "weight_only_wi8_afp32": "int8 weights", "dynamic_wi8_afp32": "int8 dynamic",
-                "dynamic_wi4_afp32": "int4 weights", "static_wi8_ai8": "int8 static"}
 DEFAULT_REFERENCE = HERE.parents[1] / "shared" / "uvq_reference"
+
+
+def _words(recipe) -> str:
+    """What a recipe does to a backbone, in the words of the table."""
+    return RECIPES[recipe].label if recipe in RECIPES else str(recipe)
 
 
 def say(text: str) -> None:
@@ -104,7 +106,7 @@ def seed_auto_dir(models: Path, auto_dir: Path) -> None:
     The auto search measures against float32 and the auto backend runs its head from
     aggregation_net.tflite; with up-to-date entries the build converts nothing again.
     """
-    from uvq_int8 import manifest as mf
+    from uvq_int8.runtime import manifest as mf
 
     auto_dir.mkdir(parents=True, exist_ok=True)
     source = mf.load(models).files
@@ -114,7 +116,7 @@ def seed_auto_dir(models: Path, auto_dir: Path) -> None:
             raise SystemExit(f"{models / name} is not in {models}'s manifest; build it first")
         target = auto_dir / name
         # Copy only when different, so a reused auto build stays up to date.
-        if not target.is_file() or mf.sha256_file(target) != source[name]["sha256"]:
+        if not target.is_file() or sha256_file(target) != source[name]["sha256"]:
             shutil.copy2(models / name, target)
         entries[name] = source[name]
     mf.update(auto_dir, entries)
@@ -122,7 +124,7 @@ def seed_auto_dir(models: Path, auto_dir: Path) -> None:
 
 def auto_config(auto_dir: Path, budget: float) -> Config:
     from uvq_int8 import backends as B
-    from uvq_int8 import manifest as mf
+    from uvq_int8.runtime import manifest as mf
 
     manifest = mf.load(auto_dir)
     paths = B.get_backend("auto").model_paths(auto_dir)
@@ -143,7 +145,7 @@ def auto_config(auto_dir: Path, budget: float) -> Config:
 
 
 def _choice_words(choice: dict) -> str:
-    text = RECIPE_WORDS.get(choice.get("recipe"), str(choice.get("recipe")))
+    text = _words(choice.get("recipe"))
     if choice.get("range_merge"):
         extra = [f"{choice['range_merge']} ranges"]
         if choice.get("float_groups"):
@@ -181,8 +183,8 @@ def base_config(spec: str, models: Path) -> Config:
 
     recipes = B.get_backend(spec).recipes
     return Config(spec, spec, spec, models,
-                  RECIPE_WORDS.get(recipes["content"], recipes["content"]),
-                  RECIPE_WORDS.get(recipes["distortion"], recipes["distortion"]))
+                  _words(recipes["content"]),
+                  _words(recipes["distortion"]))
 
 
 def model_size(config: Config) -> int:
@@ -197,16 +199,13 @@ def model_size(config: Config) -> int:
 
 def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
     """The golden frames plus the 1-fps frames of both sample videos, decoded once."""
-    from uvq_int8 import video
+    from uvq_int8.runtime import video
 
     frames = list(np.load(reference / "golden_frames.npz")["frames_uint8"])
     names = [f"golden_frames[{i}]" for i in range(len(frames))]
     for name in ("sample_landscape.mp4", "sample_portrait.mp4"):
         path = reference / name
-        info = video.probe(str(path))
-        # Decoded as `uvq` decodes them (portrait videos transposed, as upstream's batch mode).
-        decoded = list(video.iter_frames(str(path), fps=1, transpose=video.is_portrait(info),
-                                         info=info))
+        decoded = list(video.uvq_frames(str(path), fps=1))
         frames += decoded
         names += [f"{name}@{i}s" for i in range(len(decoded))]
     return frames, names
@@ -214,26 +213,13 @@ def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
 
 def frame_logits(config: Config, frames: list[np.ndarray], threads: int) -> np.ndarray:
     from uvq_int8 import runtime
-    from uvq_int8.scoring import score_frames
+    from uvq_int8.runtime.scoring import score_frames
 
     models = runtime.load_models(config.backend, config.model_dir, threads)
     return np.asarray(score_frames(models, frames)[0], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- output
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}
 
 
 def markdown(results: dict, configs: list[Config]) -> str:
@@ -355,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             c.clip_logit_delta_max = delta if r == 0 else max(c.clip_logit_delta_max, delta)
 
     results = {
-        "machine": machine(), "date": _dt.date.today().isoformat(), "threads": args.threads,
+        "machine": machine_info(), "date": _dt.date.today().isoformat(), "threads": args.threads,
         "rounds": args.rounds, "seconds": args.seconds, "clip": str(clip),
         "clip_frames": clip_frames, "budgets": budgets,
         "validation_frames": args.validation_frames, "accuracy_frames": len(frames),

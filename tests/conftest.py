@@ -30,6 +30,26 @@ def golden_frames(reference_dir):
     return dict(np.load(reference_dir / "golden_frames.npz"))
 
 
+HOST_MODULE = "uvq1p5_pytorch/utils/uvq_backends.py"  # the host module patches/ adds
+
+
+@pytest.fixture()
+def host(tmp_path, clean_env):
+    """The patched host's resolver, loaded from the patch into a fake checkout."""
+    import importlib.util
+
+    from uvq_int8 import patching
+
+    fp = next(f for p in patching.load_series() for f in p.files if f.path == HOST_MODULE)
+    path = tmp_path / "checkout" / HOST_MODULE
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(fp.hunks[0].new))
+    spec = importlib.util.spec_from_file_location("uvq_backends_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture()
 def clean_env(monkeypatch, tmp_path):
     """No UVQ_* variables and an empty per-user config/data home."""

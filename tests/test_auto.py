@@ -12,23 +12,23 @@ import re
 import numpy as np
 import pytest
 
-from uvq_int8 import auto
-from uvq_int8 import sensitivity as S
+from uvq_int8.build import auto
+from uvq_int8.build import sensitivity as S
 
 # Tensor names as litert-torch writes them (DistortionNet, current and earlier convert.py).
-STEM = ("uvq_int8.nets.DistortionNetExport/uvq_int8.nets.DistortionNetCore_core/"
-        "torch.nn.modules.container.Sequential_features/uvq_int8.nets.ConvBNAct_0/"
+STEM = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
+        "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.ConvBNAct_0/"
         "torch.nn.modules.activation.SiLU_2;1")
-BLOCK12_SE = ("uvq_int8.nets.DistortionNetExport/uvq_int8.nets.DistortionNetCore_core/"
-              "torch.nn.modules.container.Sequential_features/uvq_int8.nets.MBConv_12/"
+BLOCK12_SE = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
+              "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.MBConv_12/"
               "torch.nn.modules.container.Sequential_block/"
               "__main__._two_step_mean_se.<locals>.TwoStepMeanSqueezeExcite_2;")
-BLOCK3_ADD = ("uvq_int8.nets.ContentNetExport/torch.nn.modules.container.Sequential_features/"
-              "uvq_int8.nets.MBConv_3;")
-HEAD = ("uvq_int8.nets.DistortionNetExport/uvq_int8.nets.DistortionNetCore_core/"
-        "torch.nn.modules.container.Sequential_features/uvq_int8.nets.SameConv_17/"
+BLOCK3_ADD = ("uvq_int8.build.nets.ContentNetExport/torch.nn.modules.container.Sequential_features/"
+              "uvq_int8.build.nets.MBConv_3;")
+HEAD = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
+        "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.SameConv_17/"
         "torch.nn.modules.conv.Conv2d_conv;")
-TILE = "uvq_int8.nets.DistortionNetExport;14"
+TILE = "uvq_int8.build.nets.DistortionNetExport;14"
 
 
 def test_op_groups_come_from_the_module_path():
@@ -54,7 +54,7 @@ def test_group_regex_matches_the_quantizers_scope_of_exactly_those_ops():
     assert re.search(regex, TILE + ";")
     assert not re.search(regex, STEM + ";")
     assert not re.search(regex, BLOCK3_ADD + ";")
-    assert not re.search(regex, "uvq_int8.nets.DistortionNetExport;1;")  # a prefix of TILE
+    assert not re.search(regex, "uvq_int8.build.nets.DistortionNetExport;1;")  # a prefix of TILE
     assert S.group_regex(_ops(), []) is None
 
 
@@ -187,7 +187,7 @@ def test_auto_backend_keeps_the_aggregation_head_float32():
 @pytest.fixture(scope="module")
 def search_inputs(built_models):
     pytest.importorskip("ai_edge_quantizer")
-    from uvq_int8 import frames as F
+    from uvq_int8.runtime import frames as F
     from uvq_int8 import synthetic
 
     paths = {net: built_models / f"{net}_net.tflite" for net in ("content", "distortion",
@@ -224,7 +224,7 @@ def test_a_tight_budget_is_met_and_the_same_inputs_give_the_same_choice(search_i
 
 @pytest.mark.slow
 def test_made_files_are_reproducible_and_float_groups_stay_float(search_inputs):
-    from uvq_int8.tflite_info import read_model_info
+    from uvq_int8.runtime.tflite_info import read_model_info
 
     models, ranges, _ = search_inputs
     choice = auto.NetChoice("static_wi8_ai8", "mean", ("block16", "head", "tail"))

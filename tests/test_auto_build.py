@@ -14,10 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvq_int8 import auto, build
-from uvq_int8 import manifest as mf
+from uvq_int8.build import auto
+from uvq_int8 import build
+from uvq_int8.runtime import manifest as mf
+from uvq_int8 import util
 from uvq_int8.cli.main import main
-from uvq_int8.tflite_info import read_model_info
+from uvq_int8.runtime.tflite_info import read_model_info
 
 CHECKPOINTS = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",
                "aggregation": "aggregation_net.pth"}
@@ -242,7 +244,7 @@ def test_validation_videos_are_decoded_and_recorded(build_all, reference_dir, tm
     assert summary["auto"]["sensitivity"] == {}
     validation = mf.load(out).files["distortion_net_auto.tflite"]["recipe_options"]["validation"]
     assert validation["source"] == "videos" and validation["frames"] == 2
-    assert [v["sha256"] for v in validation["videos"]] == [mf.sha256_file(v) for v in videos]
+    assert [v["sha256"] for v in validation["videos"]] == [util.sha256_file(v) for v in videos]
 
 
 def test_a_broken_validation_video_stops_the_build_before_any_work(build_all, reference_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def test_int8_static_keeps_the_aggregation_head_float():
 
 
 def test_backend_is_immutable():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         B.INT8.name = "x"
     with pytest.raises(TypeError):
         B.INT8.recipes["content"] = "float32"

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8 import build, frames
-from uvq_int8 import manifest as mf
+from uvq_int8 import build
+from uvq_int8.runtime import frames
+from uvq_int8.runtime import manifest as mf
+from uvq_int8 import util
 from uvq_int8.backends import BUILTIN_ORDER, NETS, discover
 from uvq_int8.cli.main import main
-from uvq_int8.tflite_info import read_model_info
+from uvq_int8.runtime.tflite_info import read_model_info
 
 QUANTIZED_DTYPE = {"fp16": "float16", "int8": "int8", "int8-weight-only": "int8",
                    "int4": "int4", "int8-static": "int8"}
@@ -74,7 +76,7 @@ def test_all_backends_give_18_files_and_a_manifest(build_all):
     for name, entry in data["files"].items():
         path = build_all.path / name
         assert entry["size"] == path.stat().st_size
-        assert entry["sha256"] == mf.sha256_file(path)
+        assert entry["sha256"] == util.sha256_file(path)
     assert build_all.summary.ok and len(build_all.summary.built) == 18
     print(f"\nfull --backend all build: {build_all.seconds:.1f} s, peak RSS "
           f"{build_all.summary.peak_rss_bytes}")
@@ -125,7 +127,7 @@ def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
         assert record["tools"][tool]
     ckpts = reference_checkpoints(reference_dir)
     for net in NETS:
-        assert record["checkpoints"][net]["sha256"] == mf.sha256_file(ckpts[net])
+        assert record["checkpoints"][net]["sha256"] == util.sha256_file(ckpts[net])
     assert record["calibration"]["frames_used"] == build_all.options.calibration_frames
     assert {c["net"] for c in record["conversions"]} == set(NETS)
     for conversion in record["conversions"]:  # the worker's check against PyTorch
@@ -231,7 +233,7 @@ def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, re
         same = (out_dir / name).stat().st_mtime_ns == mtimes[name]
         assert same == (name not in built), name
     entries = mf.load(out_dir).files
-    assert entries["aggregation_net.tflite"]["checkpoint"]["sha256"] == mf.sha256_file(changed)
+    assert entries["aggregation_net.tflite"]["checkpoint"]["sha256"] == util.sha256_file(changed)
     assert (entries["aggregation_net.tflite"]["build_id"]
             != entries["content_net.tflite"]["build_id"])
     # The new head really is the changed checkpoint: its logit moved by the bias change.
@@ -283,7 +285,7 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
 
 def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, reference_dir,
                                                                   tmp_path, monkeypatch, capsys):
-    from uvq_int8 import quantize
+    from uvq_int8.build import quantize
 
     names = [f"{net}_net.tflite" for net in NETS]
     out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
@@ -401,7 +403,7 @@ def test_read_only_output_directory_is_refused(reference_dir, tmp_path, capsys):
 
 
 def test_missing_build_extra_says_how_to_install_it(reference_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(build, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
+    monkeypatch.setattr(build.options, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
     out = tmp_path / "out"
     _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
                   capsys, "no_such_module_for_uvq_test", "pip install 'uvq-int8[build]'")
@@ -424,7 +426,7 @@ def test_require_build_tools_names_every_missing_module():
 
 def test_export_rewrite_keeps_the_maths_of_squeeze_excitation(reference_dir):
     torch = pytest.importorskip("torch")
-    from uvq_int8 import convert, nets
+    from uvq_int8.build import convert, nets
 
     module = nets.export_module("content", nets.load_core(
         "content", reference_dir / CHECKPOINTS["content"]))
@@ -465,7 +467,7 @@ def test_static_int8_calibrates_on_videos_without_converting_again(build_all, re
     entry = mf.load(out_dir).files["distortion_net_int8_static.tflite"]
     calibration = entry["recipe_options"]["calibration"]
     assert calibration["source"] == "videos" and calibration["frames"] == 2
-    assert [v["sha256"] for v in calibration["videos"]] == [mf.sha256_file(v) for v in videos]
+    assert [v["sha256"] for v in calibration["videos"]] == [util.sha256_file(v) for v in videos]
     assert entry["inputs"][0]["dtype"] == "int8"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uvq_int8 import frames as F
+from uvq_int8.runtime import frames as F
 
 
 def test_unit_range_is_bit_identical_to_upstream_mapping(golden_frames):

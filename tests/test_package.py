@@ -5,16 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 
+# The one check of the torch boundary: the runtime (every module of it), the CLI with
+# every subcommand's parser, the build and verify packages' own imports, and the `uvq`
+# console script as it is installed.
 CHECK = """
-import importlib, sys
-import uvq_int8, uvq_int8.runtime, uvq_int8.scoring, uvq_int8.video, uvq_int8.verify
+import contextlib, importlib, io, pkgutil, sys
+from importlib.metadata import entry_points
+import uvq_int8, uvq_int8.runtime, uvq_int8.cli, uvq_int8.build, uvq_int8.verify
+for info in pkgutil.walk_packages(uvq_int8.runtime.__path__, "uvq_int8.runtime."):
+    importlib.import_module(info.name)
 importlib.import_module("uvq_int8.cli.main").build_parser()
+(uvq,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "uvq"]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    uvq.load()(["--help"])
 heavy = [m for m in ("torch", "litert_torch", "ai_edge_quantizer", "tensorflow") if m in sys.modules]
 print(",".join(heavy))
 """
 
 
-def test_runtime_and_cli_import_no_torch_or_tensorflow():
+def test_runtime_cli_and_uvq_entry_point_import_no_torch():
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from uvq_int8 import runtime
+from uvq_int8.runtime import interpreter
 from uvq_int8.errors import ModelFilesError
 
 
@@ -88,7 +89,7 @@ def test_models_are_loaded_once_per_process(built_models):
 
 def test_integer_input_table_gives_the_same_bits_as_quantizing_floats(built_models,
                                                                        golden_frames):
-    from uvq_int8 import frames as F
+    from uvq_int8.runtime import frames as F
 
     models = runtime.load_models("int8-static", built_models, 2)
     frame = golden_frames["frames_uint8"][1]
@@ -100,13 +101,10 @@ def test_integer_input_table_gives_the_same_bits_as_quantizing_floats(built_mode
     assert table.dtype == port.dtype and table.shape == (256,)
 
 
-def _runner_with_input_port(dtype, scale: float, zero_point: int) -> runtime.NetRunner:
+def _pixel_table(dtype, scale: float, zero_point: int) -> interpreter.PixelTable:
     # Only the input port matters to the pixel tables; no model file is needed.
-    runner = runtime.NetRunner.__new__(runtime.NetRunner)
-    runner.inputs = [runtime._Port(0, (9, 360, 640, 3), np.dtype(dtype), scale, zero_point)]
-    runner._pixel_table = None
-    runner._pair_table = None
-    return runner
+    return interpreter.PixelTable(
+        interpreter.Port(0, (9, 360, 640, 3), np.dtype(dtype), scale, zero_point))
 
 
 @pytest.mark.parametrize("dtype, scale, zero_point", [
@@ -116,18 +114,18 @@ def _runner_with_input_port(dtype, scale: float, zero_point: int) -> runtime.Net
     (np.int16, 3.1e-5, 0),  # 2-byte values: falls back to the 256-entry table
 ])
 def test_pixel_pair_lookup_equals_the_pixel_table(dtype, scale, zero_point):
-    from uvq_int8 import frames as F
+    from uvq_int8.runtime import frames as F
 
-    runner = _runner_with_input_port(dtype, scale, zero_point)
-    table = runner.pixel_table()
+    pixels = _pixel_table(dtype, scale, zero_point)
+    table = pixels.table
     every_pair = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2, 1)
-    assert np.array_equal(runner.quantize_pixels(every_pair), table[every_pair])
+    assert np.array_equal(pixels.lookup(every_pair), table[every_pair])
     frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     patches = F.cut_patches(frame)
-    fast = runner.quantize_pixels(patches)
+    fast = pixels.lookup(patches)
     assert fast.dtype == table.dtype == np.dtype(dtype) and fast.shape == patches.shape
     assert np.array_equal(fast, table[patches])
     # ... and both equal quantizing the [-1,1] floats, as NetRunner.run would
-    assert np.array_equal(fast, runtime._to_port(F.to_unit_range(patches), runner.inputs[0]))
+    assert np.array_equal(fast, interpreter.to_port(F.to_unit_range(patches), pixels.port))
     odd = frame[:5, :7]  # odd byte count and not contiguous: the 256-entry table path
-    assert np.array_equal(runner.quantize_pixels(odd), table[odd])
+    assert np.array_equal(pixels.lookup(odd), table[odd])

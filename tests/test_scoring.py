@@ -196,7 +196,7 @@ def test_third_party_backend_from_an_entry_point_scores(built_models, reference_
 @pytest.mark.parametrize("cores, threads, expected", [(2, 2, 1), (8, 2, 6), (4, 4, 1), (1, 2, 1),
                                                       (4, 0, 3)])
 def test_decoder_gets_the_cores_the_interpreter_leaves(monkeypatch, cores, threads, expected):
-    from uvq_int8 import scoring
+    from uvq_int8.runtime import scoring
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert scoring.decode_threads(threads) == expected

@@ -118,7 +118,7 @@ needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("
 
 @needs_ffmpeg
 def test_write_clip_makes_a_probeable_h264_clip(tmp_path):
-    from uvq_int8 import video
+    from uvq_int8.runtime import video
 
     out = tmp_path / "clip dir" / "demo clip.mp4"
     assert S.write_clip(out, seconds=2, fps=12, size=(180, 320), seed=3) == out

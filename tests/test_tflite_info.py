@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from uvq_int8.errors import ModelFilesError
-from uvq_int8.tflite_info import dtype_name, read_model_info
+from uvq_int8.runtime.tflite_info import dtype_name, read_model_info
 
 
 @pytest.fixture(scope="module")

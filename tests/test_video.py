@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8 import video
+from uvq_int8.runtime import decoders, video
 from uvq_int8.errors import VideoError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
@@ -138,9 +138,9 @@ def test_plan_rejects_zero_length_and_bad_fps():
 
 
 def test_frame_rate_is_rounded_up_like_upstream():
-    assert video._rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
-    assert video._rate("25/1") == (25.0, 25)
-    assert video._rate("0/0") == (None, None)
+    assert video.parse_rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
+    assert video.parse_rate("25/1") == (25.0, 25)
+    assert video.parse_rate("0/0") == (None, None)
 
 
 # --- frames equal upstream's -----------------------------------------------------------
@@ -276,14 +276,14 @@ def test_ffmpeg_is_stopped_once_the_last_frame_is_read():
     frame_bytes = 12
     writer = ("import sys, time; sys.stdout.buffer.write(bytes(range(36))); "
               "sys.stdout.flush(); time.sleep(60)")
-    pipeline = video._Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
+    pipeline = decoders._Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
                                video.DecodeStats())
     try:
         frames = [pipeline.get() for _ in range(3)]
         assert [bytes(f[:2]) for f in frames] == [b"\x00\x01", b"\x0c\x0d", b"\x18\x19"]
         proc = pipeline.procs[0]
         proc.wait(timeout=10)  # without the stop this waits for the stand-in's minute
-        assert pipeline.get() is video._EOF
+        assert pipeline.get() is decoders._EOF
     finally:
         pipeline.close()
 
@@ -294,7 +294,7 @@ def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", "25", 1.0)
     info = video.probe(clip)
     plan = video.sample_plan(info, 1)
-    first, second = video._split_commands(video._ffmpeg_url(clip), info, plan, False, "ffmpeg")
+    first, second = decoders._split_commands(decoders._ffmpeg_url(clip), info, plan, False, "ffmpeg")
     w, h = info.frame_size
     one_frame = subprocess.run(first, capture_output=True, check=True).stdout[:w * h * 3 // 2]
     proc = subprocess.Popen(second, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -380,7 +380,7 @@ def test_truncated_video_is_padded_with_black_frames_like_upstream(tmp_path, lan
     path = tmp_path / "half.mp4"
     path.write_bytes(landscape.read_bytes()[: landscape.stat().st_size // 2])
     stats = video.DecodeStats()
-    with caplog.at_level(logging.WARNING, logger="uvq_int8.video"):
+    with caplog.at_level(logging.WARNING, logger="uvq_int8.runtime.video"):
         frames = list(video.iter_frames(path, fps=2, stats=stats))
     assert len(frames) == 10
     assert 0 < stats.padded_frames < 10

@@ -15,7 +15,7 @@ __all__ = ["score", "get_backend", "discover", "resolve", "__version__"]
 
 def score(path, backend: str | None = None, fps: int = 1, **kwargs: Any) -> dict:
     """Score a video; same dict as ``uvq VIDEO --output_all_stats``."""
-    from uvq_int8.scoring import score as _score
+    from uvq_int8.runtime.scoring import score as _score
 
     return _score(path, backend=backend, fps=fps, **kwargs)
 

@@ -1,6 +1,6 @@
 """Apply, check and revert the patches that let upstream UVQ ask the backend registry.
 
-The series (package data in ``uvq_int8/patches/``, one concern per patch) is a
+The series (``patches/``, installed as ``uvq_int8.patches``; one concern per patch) is a
 set of unified diffs in git's format against madhuhegde/uvq at
 ``UPSTREAM_COMMIT``, applied in file-name order, each to the tree the previous
 ones leave. Each patch's header records the sha256 of every file it touches,
@@ -15,14 +15,15 @@ No ``patch`` or ``git`` executable is needed.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import os
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
+from uvq_int8 import util
 from uvq_int8.errors import UserError
+from uvq_int8.util import atomic_write_bytes
 
 UPSTREAM_REPO = "madhuhegde/uvq"
 UPSTREAM_COMMIT = "cd051d54b1e48133719c5090024fce1f4b85ed0d"
@@ -317,8 +318,14 @@ def apply_patch(patch: Patch, tree: Mapping[str, bytes | None],
 # ---------------------------------------------------------------- the series
 
 def patch_dir() -> Path:
-    """Where the installed package keeps its patch files."""
-    return Path(__file__).resolve().parent / "patches"
+    """Where the patch files are: the repository's top-level ``patches/`` folder, which
+    setup.cfg installs as the data package ``uvq_int8.patches``."""
+    spec = importlib.util.find_spec("uvq_int8.patches")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise PatchError("the patch files are not installed (uvq_int8.patches is missing); "
+                         "reinstall uvq-int8")
+    return Path(locations[0])
 
 
 def load_series(directory: str | Path | None = None) -> tuple[Patch, ...]:
@@ -331,7 +338,8 @@ def load_series(directory: str | Path | None = None) -> tuple[Patch, ...]:
 
 
 def sha256_bytes(data: bytes | None) -> str:
-    return ABSENT if data is None else hashlib.sha256(data).hexdigest()
+    """The sha256 a patch header records for a file's bytes (ABSENT: no file)."""
+    return ABSENT if data is None else util.sha256_bytes(data)
 
 
 def _read(path: Path) -> bytes | None:
@@ -440,53 +448,29 @@ def recorded_sha256(series: Sequence[Patch], final: bool) -> dict[str, str]:
 
 
 def write(p: Plan) -> None:
-    """Write a plan's files: each to a temporary file first, then all renamed in place.
+    """Write a plan's files, each atomically (``uvq_int8.util``).
 
-    If any rename fails, the files already replaced get their old bytes back.
+    If any write fails, the files already replaced get their old bytes back.
     """
-    staged: list[tuple[Path, Path | None]] = []
+    done: list[str] = []
     try:
         for rel, data in sorted(p.writes.items()):
             target = p.root / rel
             if data is None:
-                staged.append((target, None))
-                continue
-            tmp = target.with_name(f".{target.name}.uvq-int8-{os.getpid()}.tmp")
-            staged.append((target, tmp))
-            mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-    except OSError as exc:
-        _discard(staged)
-        raise PatchError(f"cannot write in {p.root}: {exc}; nothing was changed") from None
-
-    done: list[Path] = []
-    try:
-        for target, tmp in staged:
-            if tmp is None:
                 target.unlink()
             else:
-                os.replace(tmp, target)
-            done.append(target)
+                atomic_write_bytes(target, data)
+            done.append(rel)
     except OSError as exc:
-        for target in done:  # put back what was already replaced
-            rel = target.relative_to(p.root).as_posix()
+        if not done:
+            raise PatchError(f"cannot write in {p.root}: {exc}; nothing was changed") from None
+        for rel in done:  # put back what was already replaced
             old = p.originals[rel]
             if old is None:
-                target.unlink(missing_ok=True)
+                (p.root / rel).unlink(missing_ok=True)
             else:
-                target.write_bytes(old)
-        _discard(staged)
+                atomic_write_bytes(p.root / rel, old)
         raise PatchError(f"writing {p.root} failed ({exc}); the files were restored") from None
-
-
-def _discard(staged: Iterable[tuple[Path, Path | None]]) -> None:
-    for _, tmp in staged:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
 
 
 def apply(root: str | Path, check: bool = False,

@@ -9,7 +9,6 @@ on the set's seed and ``i``, so a longer set starts with the frames of a shorter
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +16,9 @@ from typing import Iterator
 import numpy as np
 
 from uvq_int8.errors import VideoError
+from uvq_int8.util import atomic_path
+from uvq_int8.runtime.decoders import StderrTail
+from uvq_int8.runtime.video import find_tool
 
 FULL_HD = (1080, 1920)
 DEGRADATIONS = ("blur", "blocky", "quantize", "noise", "mixed")
@@ -323,15 +325,18 @@ def write_clip(path: str | Path, seconds: float = 3, fps: float = 24,
                size: tuple[int, int] = (360, 640), seed: int = 0,
                ffmpeg: str = "ffmpeg") -> Path:
     """Encode the synthetic clip as H.264 (yuv420p) MP4; written atomically. Returns the path."""
-    from uvq_int8.video import _StderrTail, _binary
-
     h, w = size
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs an even frame size, got {w}x{h}")
-    binary = _binary(ffmpeg, "--ffmpeg_path")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    binary = find_tool(ffmpeg, "--ffmpeg_path")
+    with atomic_path(path, suffix=".mp4") as tmp:
+        _encode(binary, tmp, path, seconds, fps, size, seed)
+    return Path(path)
+
+
+def _encode(binary: str, tmp: Path, path: str | Path, seconds: float, fps: float,
+            size: tuple[int, int], seed: int) -> None:
+    h, w = size
     argv = [binary, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
             "-i", "pipe:0", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
@@ -339,7 +344,7 @@ def write_clip(path: str | Path, seconds: float = 3, fps: float = 24,
             "file:" + str(tmp.absolute())]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    tail = _StderrTail(proc.stderr, "uvq-ffmpeg-encode-stderr")
+    tail = StderrTail(proc.stderr, "uvq-ffmpeg-encode-stderr")
     tail.start()
     try:
         try:
@@ -358,14 +363,11 @@ def write_clip(path: str | Path, seconds: float = 3, fps: float = 24,
             message = tail.lines[-1] if tail.lines else f"exit code {code}"
             raise VideoError(f"{path}: ffmpeg could not encode the synthetic clip ({message}); "
                              "check that ffmpeg has libx264")
-        os.replace(tmp, path)
     except BaseException:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        tmp.unlink(missing_ok=True)
         raise
     finally:
         tail.join(timeout=5)
         proc.stderr.close()
-    return path

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from uvq_int8.backends import NETS
 from uvq_int8.build import DEFAULT_CALIBRATION_FRAMES, DEFAULT_VALIDATION_FRAMES
 
 
@@ -18,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "to DIR/models/tflite_models/uvq1.5/ unless --out is given")
     src.add_argument("--checkpoints", metavar="DIR",
                      help="directory with content_net.pth, distortion_net.pth, aggregation_net.pth")
-    for net in ("content", "distortion", "aggregation"):
+    for net in NETS:
         src.add_argument(f"--{net}", metavar="PATH", help=f"the {net} net checkpoint")
     p.add_argument("--backend", default="all", metavar="NAMES",
                    help="'all' (default; includes auto only with --max-logit-delta) or a comma "
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         console.print(summary_table(summary))
         if summary.auto:
-            from uvq_int8.auto import describe
+            from uvq_int8.build.auto import describe
 
             console.print(describe(summary.auto))
         console.print(summary_line(summary))

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from uvq_int8.errors import UserError
-    from uvq_int8.video import require_ffmpeg
+    from uvq_int8.runtime.video import require_ffmpeg
 
     if args.seconds < 1:
         raise UserError(f"--seconds must be at least 1, got {args.seconds}")
@@ -60,12 +60,13 @@ def demo_backends(spec: str, budget: float | None) -> list[str]:
     and ``auto`` without a budget are refused before any work.
     """
     from uvq_int8 import build as _build
+    from uvq_int8.backends import AUTO
 
     if spec.strip() == "all":
         names = [b.name for b in _build.buildable_backends(include_auto=budget is not None)]
     else:
         names = [b.name for b in _build.resolve_backends(spec)]
-    if _build.AUTO_BACKEND_NAME in names:
+    if AUTO.name in names:
         _build.require_budget(budget)
     if budget is not None:
         _build.check_budget(budget)
@@ -79,9 +80,10 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
 
     from uvq_int8 import build as _build
     from uvq_int8 import config as _config
-    from uvq_int8 import proxy, runtime, synthetic
+    from uvq_int8.build import proxy
+    from uvq_int8 import runtime, synthetic
     from uvq_int8.cli.build_cmd import RichReporter, NoteReporter
-    from uvq_int8.scoring import ScoreOptions, score_video
+    from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
     backends = args.backends
     ckpt_dir = workdir / "proxy_checkpoints"

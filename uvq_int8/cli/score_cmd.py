@@ -11,7 +11,8 @@ from pathlib import Path
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.errors import UserError
-from uvq_int8.scoring import ScoreOptions, probe, score_video
+from uvq_int8.util import atomic_write_text
+from uvq_int8.runtime.scoring import ScoreOptions, probe, score_video
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,10 +100,7 @@ def run_single(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def _read_done(path: Path) -> set[str]:

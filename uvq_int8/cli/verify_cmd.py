@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from uvq_int8.backends import NETS
 from uvq_int8 import config as _config
-from uvq_int8 import report as _report
+from uvq_int8.verify import report as _report
 from uvq_int8 import verify as V
 from uvq_int8.errors import UserError
 
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--uvq-root", metavar="DIR",
                    help="an upstream google/uvq checkout (checkpoints in "
                         "uvq1p5_pytorch/checkpoints)")
-    for net in ("content", "distortion", "aggregation"):
+    for net in NETS:
         g.add_argument(f"--{net}", metavar="PTH", help=f"the {net} net checkpoint")
     g.add_argument("--no-pytorch", action="store_true", help="skip the PyTorch comparison")
     g = p.add_argument_group("speed")

@@ -1,26 +1,26 @@
 """The recipes: a float32 .tflite in, a quantized .tflite out (ai-edge-quantizer).
 
 Every quantizing recipe starts from the float32 file that ``convert`` wrote,
-so each net goes through litert-torch once per build. FINDINGS.md explains the
-choices: litert-torch's blockwise INT4 recipe quantizes no convolution, so
-int4 uses ai-edge-quantizer's ``dynamic_wi4_afp32``; static int8 calibrates
-frame by frame in profiler mode (1.3 GB instead of 11 GB; ``auto.calibrate_per_frame``)
-and averages the per-frame ranges.
+so each net goes through litert-torch once per build. The recipes themselves
+(names, options, what each must leave in the file) are rows of
+``uvq_int8.backends.RECIPES``; this module applies them. litert-torch's blockwise
+INT4 recipe quantizes no convolution (``read_model_info`` on its output shows no
+int4 convolution weight), so int4 uses ai-edge-quantizer's ``dynamic_wi4_afp32``;
+static int8 calibrates frame by frame in profiler mode (``calibrate_per_frame``;
+the build records its peak memory in the manifest) and averages the per-frame ranges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 
+from uvq_int8.backends import RECIPES, Recipe
 from uvq_int8.errors import UserError
-from uvq_int8.tflite_info import ModelInfo
+from uvq_int8.util import quiet_fd2
+from uvq_int8.runtime.tflite_info import ModelInfo
 
 # Bump when a recipe's implementation changes the files it makes: the build
 # then rebuilds those files even though checkpoints and options are unchanged.
@@ -31,43 +31,8 @@ class QuantizationError(UserError):
     """A recipe failed, or produced a file in which nothing was quantized."""
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    # dtype the recipe must leave in the file (None: float32, nothing to check)
-    quantized_dtype: str | None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    calibrated: bool = False
-
-
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("float32", None, {"tool": "litert-torch"}),
-    Recipe("fp16_weights", "float16",
-           {"tool": "ai-edge-quantizer", "algorithm": "float_casting", "weights": "float16",
-            "explicit_dequantize": True}),
-    Recipe("dynamic_wi8_afp32", "int8",
-           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
-            "activations": "dynamic int8"}),
-    Recipe("weight_only_wi8_afp32", "int8",
-           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
-            "activations": "float32", "explicit_dequantize": True}),
-    Recipe("dynamic_wi4_afp32", "int4",
-           {"tool": "ai-edge-quantizer", "weights": "int4", "granularity": "channelwise",
-            "activations": "dynamic"}),
-    Recipe("static_wi8_ai8", "int8",
-           {"tool": "ai-edge-quantizer", "weights": "int8", "granularity": "channelwise",
-            "activations": "int8", "calibration_mode": "profiler", "range_merge": "mean"},
-           calibrated=True),
-    # What ``auto`` makes is decided per build by a measured search (uvq_int8.auto); the
-    # file's manifest entry records the choice under recipe_options["choice"].
-    Recipe("auto", None,
-           {"tool": "uvq-int8 auto search", "candidates": "float32, fp16_weights, "
-            "static_wi8_ai8 per range merge, static_wi8_ai8 with float op groups"},
-           calibrated=True),
-)}
-
-
 def get_recipe(name: str) -> Recipe:
+    """A recipe of the one table (uvq_int8.backends.RECIPES) that build can make."""
     try:
         return RECIPES[name]
     except KeyError:
@@ -84,26 +49,6 @@ def recipe_options(name: str, calibration: Mapping[str, Any] | None = None) -> d
             raise ValueError(f"recipe {name} needs a calibration description")
         options["calibration"] = dict(calibration)
     return options
-
-
-@contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Send fd 2 (tqdm bars, absl logs from the C++ side) to a scratch file meanwhile.
-
-    Only stderr: the build's progress display draws on stdout from another thread.
-    """
-    with tempfile.TemporaryFile() as sink:
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _quantizer_modules():
@@ -136,13 +81,14 @@ def _recipe_config(name: str):
 
 
 def profiler_calibrator(float_model: bytes, threads: int = 2):
-    """ai-edge-quantizer's calibrator in profiler mode (frame by frame, ~1 GB, not ~11 GB),
+    """ai-edge-quantizer's calibrator in profiler mode (frame by frame, so memory does not
+    grow with the frame count; the build records its peak RSS in the manifest),
     with the static int8 recipe loaded; returns (calibrator, recipe manager)."""
     calibrator, _, _, _, recipe_manager, _ = _quantizer_modules()
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(_recipe_config("static_wi8_ai8"))
     try:
-        with quiet_native_output():
+        with quiet_fd2():
             calib = calibrator.Calibrator(
                 bytes(float_model), num_threads=threads,
                 mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
@@ -161,7 +107,7 @@ def quantize_model(recipe_name: str, float_model: bytes,
         raise ValueError(f"recipe {recipe_name} needs a calibration result")
     _, _, quantizer, _, _, _ = _quantizer_modules()
     try:
-        with quiet_native_output(), warnings.catch_warnings():
+        with quiet_fd2(), warnings.catch_warnings():
             # Its sufficiency check opens a debug interpreter and warns about that.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
             q = quantizer.Quantizer(bytearray(float_model), _recipe_config(recipe_name))

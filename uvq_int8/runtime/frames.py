@@ -102,3 +102,11 @@ def net_inputs(frame_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def logit_to_score(logit):
     """UVQ's final scaling: tanh(logit) * 2 + 3, in float32 like the nets."""
     return np.tanh(np.asarray(logit, dtype=np.float32)) * np.float32(2) + np.float32(3)
+
+
+def score_to_logit(score: float) -> float:
+    """The logit behind a score, for an older aggregation file with only the score output.
+
+    Imprecise near tanh's saturation, where a float32 score keeps few digits of the logit.
+    """
+    return float(np.arctanh(np.clip((float(score) - 3.0) / 2.0, -1 + 1e-7, 1 - 1e-7)))

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uvq_int8 import frames as _frames
+from uvq_int8.runtime import frames as _frames
 from uvq_int8.errors import UserError
 
-NETS = ("content", "distortion", "aggregation")
 BN_EPS = 1e-3
 
 # (expand_ratio, out_channels, kernel, stride) of the 16 MBConv blocks of

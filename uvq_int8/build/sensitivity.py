@@ -25,14 +25,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from uvq_int8 import frames as F
+from uvq_int8.runtime import frames as F
 
 BACKBONES = ("content", "distortion")
-# Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.nets.MBConv_3/..."
+# Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.build.nets.MBConv_3/..."
 _GROUP_RE = re.compile(
     r"Sequential_features/(?:[\w.]*\.)?(ConvBNAct_0|MBConv_(\d+)|SameConv_\d+)[/;]")
-# Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (float32 distortion
-# net ~0.95 s per frame): milliseconds per MAC and per element written (or read by a
+# Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (benchmarks/
+# breakdown.py times each net): milliseconds per MAC and per element written (or read by a
 # MUL/ADD/MEAN), and the ratio of full-integer to float32 time.
 MS_PER_GMAC = 9.0
 MS_PER_GELEMENT = 600.0
@@ -67,7 +67,7 @@ class OpInfo:
 
 def graph_ops(model: bytes) -> list[OpInfo]:
     """Ops of the main subgraph with their group, MACs and elements moved."""
-    from uvq_int8.tflite_info import _op_names, _schema
+    from uvq_int8.runtime.tflite_info import _op_names, _schema
 
     m = _schema().Model.GetRootAs(model, 0)
     names = _op_names()
@@ -151,13 +151,14 @@ def cost_model(ops: Sequence[OpInfo]) -> CostModel:
 def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
                     float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None) -> bytes:
     """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float."""
-    from uvq_int8.quantize import QuantizationError, _quantizer_modules, quiet_native_output
+    from uvq_int8.util import quiet_fd2
+    from uvq_int8.build.quantize import QuantizationError, _quantizer_modules
 
     float_groups = tuple(float_groups)
     _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()
     regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
     try:
-        with quiet_native_output():
+        with quiet_fd2():
             q = quantizer.Quantizer(bytearray(float_model), recipe.static_wi8_ai8())
             if regex:
                 q.update_quantization_recipe(regex, qtyping.TFLOperationName.ALL_SUPPORTED,

@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from uvq_int8 import config as _config
-from uvq_int8 import runtime, video
-from uvq_int8.frames import logit_to_score
+from uvq_int8 import runtime
+from uvq_int8.runtime import video
+from uvq_int8.runtime.frames import logit_to_score
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def decode_threads(interpreter_threads: int) -> int:
     """Video decoder threads: the cores the interpreter leaves free, at least one."""
     # Where the interpreter's threads fill the machine, ffmpeg's extra frame threads only
     # take turns with them, and cost more CPU per decoded frame than one thread
-    # (2 cores, 2 interpreter threads: int8-static 4.42 -> 4.32 s on a 20 s 1080p clip).
+    # (benchmarks/bench_e2e.py measures the end-to-end time).
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -62,9 +63,9 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
-    frames = video.iter_frames(name, fps=options.fps, transpose=transpose,
-                               ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
-                               decode_threads=decode_threads(models.threads))
+    frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
+                              ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
+                              decode_threads=decode_threads(models.threads))
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)

@@ -2,28 +2,25 @@
 
 One manifest per model directory, merged across builds of different backends.
 The schema lives here and only here (``FORMAT_VERSION``, ``FILE_FIELDS``,
-``BUILD_FIELDS``); files and the manifest itself are written atomically, so an
-interrupted build never leaves a truncated file under its final name.
+``BUILD_FIELDS``), and so does reading it: ``load`` is the one reader. The
+manifest is written atomically (``uvq_int8.util``), so an interrupted build never
+leaves a truncated file under its final name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from uvq_int8.errors import ModelFilesError
+from uvq_int8.util import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 MAX_BUILD_RECORDS = 20
-TEMP_MARKER = ".uvq-tmp-"
 
 # field -> JSON type(s); every file entry and build record must have exactly these.
 FILE_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -61,7 +58,7 @@ BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "skipped": list,
     "failed": list,
 }
-# Present only in some build records: the auto search (uvq_int8.auto.AutoResult.as_dict()).
+# Present only in some build records: the auto search (uvq_int8.build.auto.AutoResult.as_dict()).
 OPTIONAL_BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {"auto": dict}
 IO_FIELDS = ("index", "name", "signature_name", "role", "shape", "dtype", "scale", "zero_point")
 
@@ -76,64 +73,6 @@ class ManifestVersionError(ManifestError):
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Write to a temp file beside ``path``; fsync and rename it into place on success."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); model files are meant to be shared.
-        try:
-            perms = path.stat().st_mode & 0o777
-        except OSError:
-            perms = 0o644
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, perms)
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if exc.filename is None:  # e.g. ENOSPC from write(): say which file it was
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not all platforms allow opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> None:
-    with atomic_writer(path) as fh:
-        fh.write(data)
 
 
 @dataclass
@@ -240,6 +179,13 @@ def load(model_dir: str | Path) -> Manifest:
                     format_version=data["format_version"])
 
 
+def entries(model_dir: str | Path) -> dict[str, dict[str, Any]] | None:
+    """filename -> file entry of the manifest in ``model_dir``; None when there is none."""
+    if not manifest_path(model_dir).is_file():
+        return None
+    return load(model_dir).files
+
+
 def save(manifest: Manifest, model_dir: str | Path) -> Path:
     """Validate and write atomically."""
     data = manifest.as_dict()
@@ -247,9 +193,7 @@ def save(manifest: Manifest, model_dir: str | Path) -> Path:
     if problems:  # a bug in the writer, never the user's doing
         raise ValueError("refusing to write an invalid manifest: " + "; ".join(problems[:5]))
     path = manifest_path(model_dir)
-    with atomic_writer(path, "w") as fh:
-        fh.write(manifest.to_json())
-    return path
+    return atomic_write_text(path, manifest.to_json())
 
 
 def update(model_dir: str | Path, entries: Mapping[str, dict[str, Any]] = (),

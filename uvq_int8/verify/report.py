@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from uvq_int8.backends import NETS
+from uvq_int8.util import atomic_write_text
 from uvq_int8.errors import UserError
-from uvq_int8.verify import BASELINE, OUTPUTS, VerifyReport
+from uvq_int8.verify.results import BASELINE, OUTPUTS, VerifyReport
 
 MB = 1024 * 1024  # the old guide divided sizes by 1024 * 1024; same unit, comparable numbers
 
@@ -25,10 +25,7 @@ def write_markdown(report: VerifyReport, path: str | Path) -> Path:
 def _write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
@@ -201,7 +198,7 @@ def markdown(report: VerifyReport) -> str:
 
 def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
     """What the auto search chose and why: its candidates and the sensitivity tables."""
-    from uvq_int8.sensitivity import SensitivityTable
+    from uvq_int8.build.sensitivity import SensitivityTable
 
     m = record["measured"]
     out = [f"### {backend}: the configuration the build's search chose", "",

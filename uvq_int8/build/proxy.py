@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from uvq_int8 import frames as F
-from uvq_int8.manifest import atomic_writer
+from uvq_int8.runtime import frames as F
+from uvq_int8.backends import NETS
+from uvq_int8.build import CHECKPOINT_NAMES
+from uvq_int8.util import atomic_writer
 
-PROXY_WARNING = ("PROXY WEIGHTS: seeded random networks made by uvq-int8, NOT the official "
-                 "UVQ 1.5 weights. Scores are meaningless as quality judgements; they only "
-                 "show how the backends compare.")
-CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in ("content", "distortion", "aggregation")}
 
 
 def _calibrate_batchnorm(model, batches) -> None:
@@ -39,7 +37,7 @@ def make_proxy_checkpoints(out_dir: str | Path, seed: int = 1234,
     """Write content/distortion/aggregation ``*.pth`` proxies; returns their paths."""
     import torch
 
-    from uvq_int8 import nets
+    from uvq_int8.build import nets
     from uvq_int8.synthetic import calibration_frames as synth
 
     out = Path(out_dir)
@@ -47,7 +45,7 @@ def make_proxy_checkpoints(out_dir: str | Path, seed: int = 1234,
     frames = synth(calibration_frames)
     unit = [F.to_unit_range(f) for f in frames]
     paths: dict[str, Path] = {}
-    for i, net in enumerate(("content", "distortion", "aggregation")):
+    for i, net in enumerate(NETS):
         torch.manual_seed(seed + i)
         model = nets.CORES[net]()
         if net == "content":

@@ -1,8 +1,9 @@
 """PyTorch checkpoint -> float32 .tflite with litert-torch, one net per process.
 
-``convert_in_subprocess`` runs ``python -m uvq_int8.convert`` so each conversion
-starts with a fresh heap and gives its memory back when it ends (measured peaks:
-0.6 GB for AggregationNet, 0.75 GB ContentNet, 1.2 GB DistortionNet). The worker also checks the file it wrote: every output
+``convert_in_subprocess`` runs ``python -m uvq_int8.build.convert`` so each conversion
+starts with a fresh heap and gives its memory back when it ends (the build records
+each worker's peak RSS in the manifest's ``conversions``). The worker also checks the
+file it wrote: every output
 against the PyTorch net on the same inputs, in the export's order, so a file
 whose outputs came out swapped (score and logit) is refused, not shipped.
 """
@@ -32,7 +33,8 @@ INPUT_ROLES = {
     "distortion": ("patches",),
     "aggregation": ("content_features", "distortion_features"),
 }
-# float32 TFLite vs PyTorch on the same inputs: FINDINGS measured ~1e-4 on features.
+# float32 TFLite vs PyTorch on the same inputs; the build records the measured largest
+# difference per net in the manifest (builds[].conversions).
 CHECK_ATOL = 2e-3
 CHECK_RTOL = 1e-3
 LOG_TAIL_LINES = 15
@@ -60,7 +62,7 @@ def convert_net(net: str, checkpoint: str | Path, out_path: str | Path,
     import torch
 
     import litert_torch
-    from uvq_int8 import nets
+    from uvq_int8.build import nets
 
     if threads:
         torch.set_num_threads(threads)
@@ -89,7 +91,7 @@ def rewrite_for_export(module) -> int:
     float32 DistortionNet's largest feature error fell from 1.7e-3 to 1.3e-4 (PyTorch's
     own batch-size noise is 1.2e-4), at the same speed. Returns the number of blocks swapped.
     """
-    from uvq_int8 import nets
+    from uvq_int8.build import nets
 
     swapped = 0
     for parent in list(module.modules()):
@@ -176,7 +178,7 @@ def convert_in_subprocess(net: str, checkpoint: str | Path, out_path: str | Path
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("TQDM_DISABLE", "1")
-    cmd = [sys.executable, "-m", "uvq_int8.convert", net, str(checkpoint), str(out_path),
+    cmd = [sys.executable, "-m", "uvq_int8.build.convert", net, str(checkpoint), str(out_path),
            "--result", str(result_path), "--threads", str(threads)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -215,8 +217,8 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker entry point: ``python -m uvq_int8.convert NET CHECKPOINT OUT --result JSON``."""
-    parser = argparse.ArgumentParser(prog="python -m uvq_int8.convert")
+    """Worker entry point: ``python -m uvq_int8.build.convert NET CHECKPOINT OUT --result JSON``."""
+    parser = argparse.ArgumentParser(prog="python -m uvq_int8.build.convert")
     parser.add_argument("net", choices=sorted(OUTPUT_ROLES))
     parser.add_argument("checkpoint")
     parser.add_argument("out")

@@ -17,92 +17,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from uvq_int8 import sensitivity as S
-from uvq_int8.backends import AUTO
+from uvq_int8.build import sensitivity as S
+from uvq_int8.build.calibration import RANGE_MERGES, FrameRanges
+from uvq_int8.backends import AUTO, RECIPES
 
 AUTO_VERSION = 1
-RANGE_MERGES = ("mean", "union", "median")
-DEFAULT_VALIDATION_FRAMES = 8
-RECIPE_LABELS = {"float32": "float32", "fp16_weights": "fp16", "static_wi8_ai8": "int8"}
-# Candidate recipes from fastest to slowest at equal modelled time; fp16 is dequantized at
-# load and runs as float32 (FINDINGS), so float32 wins a tie with it.
+# Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
+# dequantized at load and run as float32 compute, so float32 wins a tie with them.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
 
 AUTO_BACKEND = AUTO  # registered in setup.cfg as uvq_int8.backends:AUTO
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class FrameRanges:
-    """Per-frame min/max of every tensor, kept so range merges can be compared afterwards."""
-
-    names: tuple[str, ...]
-    lo: np.ndarray  # [frames, tensors]
-    hi: np.ndarray
-
-    @property
-    def frames(self) -> int:
-        return int(self.lo.shape[0])
-
-    def spread_max(self) -> float:
-        """Largest ratio, over tensors, of a tensor's widest to its narrowest per-frame range."""
-        width = self.hi - self.lo
-        narrow = width.min(0)
-        ok = narrow > 0
-        return float((width.max(0)[ok] / narrow[ok]).max()) if ok.any() else 1.0
-
-    def merged(self, how: str) -> dict[str, dict[str, np.ndarray]]:
-        """Calibration result for ai-edge-quantizer: {tensor: {"min", "max"}}."""
-        if how == "mean":
-            lo, hi = self.lo.mean(0), self.hi.mean(0)
-        elif how == "union":
-            lo, hi = self.lo.min(0), self.hi.max(0)
-        elif how == "median":
-            lo, hi = np.median(self.lo, 0), np.median(self.hi, 0)
-        else:
-            raise ValueError(f"unknown range merge {how!r}; known: {', '.join(RANGE_MERGES)}")
-        return {n: {"min": np.array([a], np.float32), "max": np.array([b], np.float32)}
-                for n, a, b in zip(self.names, lo, hi)}
-
-
-def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.ndarray]],
-                        threads: int = 2,
-                        progress: Callable[[int], None] | None = None) -> FrameRanges:
-    """Every tensor's min/max per frame, one frame in memory at a time (profiler mode).
-
-    ``inputs`` yields one {signature input name: array} per frame.
-    """
-    from uvq_int8.quantize import QuantizationError, profiler_calibrator, quiet_native_output
-
-    calib, manager = profiler_calibrator(float_model, threads)
-    signature = next(iter(calib.get_signature_list()))
-    per_frame: list[dict[str, tuple[float, float]]] = []
-    for sample in inputs:
-        calib.reset_model_qsvs()
-        try:
-            with quiet_native_output():
-                calib.calibrate({signature: [dict(sample)]}, manager)
-        except Exception as exc:
-            raise QuantizationError(f"calibration failed on frame {len(per_frame) + 1}: "
-                                    f"{exc}") from None
-        per_frame.append({k: (float(np.min(q["min"])), float(np.max(q["max"])))
-                          for k, q in calib.get_model_qsvs().items()})
-        if progress:
-            progress(len(per_frame))
-    if not per_frame:
-        raise QuantizationError("calibration got no frames")
-    names = tuple(sorted(set().union(*per_frame)))
-    lo = np.array([[f.get(n, (np.nan, np.nan))[0] for n in names] for f in per_frame])
-    hi = np.array([[f.get(n, (np.nan, np.nan))[1] for n in names] for f in per_frame])
-    if np.isnan(lo).any():
-        raise QuantizationError("calibration saw different tensors on different frames")
-    return FrameRanges(names, lo, hi)
 
 
 # --------------------------------------------------------------------------- choices
@@ -117,7 +45,7 @@ class NetChoice:
     float_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPE_LABELS:
+        if self.recipe not in _RECIPE_ORDER:
             raise ValueError(f"auto cannot make recipe {self.recipe!r}")
         if (self.recipe == "static_wi8_ai8") != (self.range_merge is not None):
             raise ValueError("a range merge goes with static int8 and only with it")
@@ -125,7 +53,7 @@ class NetChoice:
 
     @property
     def label(self) -> str:
-        text = RECIPE_LABELS[self.recipe]
+        text = RECIPES[self.recipe].label
         if self.range_merge:
             text += f"({self.range_merge}"
             if self.float_groups:
@@ -144,7 +72,7 @@ class NetChoice:
 
 def check_choice(choice: NetChoice, info: Any) -> None:
     """Refuse a file that is not what ``choice`` says (``info``: tflite_info.ModelInfo)."""
-    from uvq_int8.quantize import QuantizationError, check_quantized
+    from uvq_int8.build.quantize import QuantizationError, check_quantized
 
     if choice.recipe != "static_wi8_ai8" or not choice.float_groups:
         check_quantized(choice.recipe, info)
@@ -157,7 +85,7 @@ def check_choice(choice: NetChoice, info: Any) -> None:
 def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | None = None,
                ops: Sequence[S.OpInfo] | None = None) -> bytes:
     """The .tflite bytes for a choice (deterministic for the same inputs)."""
-    from uvq_int8 import quantize
+    from uvq_int8.build import quantize
 
     if choice.recipe == "float32":
         return bytes(float_model)

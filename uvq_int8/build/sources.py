@@ -1,0 +1,251 @@
+"""Where a build's inputs come from: checkpoints, and calibration and validation frames.
+
+``resolve_checkpoints`` is the one resolution of checkpoint options (build and verify).
+Frames from videos are decoded with ``uvq_int8.runtime.video.uvq_frames``, the frames
+``uvq`` would score; frames are kept on disk, one .npy each, so memory holds one at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from uvq_int8.backends import NETS
+from uvq_int8.build.options import BuildError, BuildOptions, BuildPlan, FrameSource
+from uvq_int8.errors import VideoError
+from uvq_int8.util import sha256_file
+
+
+CHECKPOINT_NAMES = {net: f"{net}_net.pth" for net in NETS}
+
+
+UVQ_ROOT_CHECKPOINTS = Path("uvq1p5_pytorch") / "checkpoints"
+
+
+UVQ_ROOT_MODELS = Path("models") / "tflite_models" / "uvq1.5"
+
+
+def resolve_checkpoints(uvq_root: str | Path | None = None,
+                        checkpoints: str | Path | None = None,
+                        content: str | Path | None = None,
+                        distortion: str | Path | None = None,
+                        aggregation: str | Path | None = None) -> dict[str, Path]:
+    """Checkpoint path per net: per-net paths override --checkpoints/--uvq-root.
+
+    The one resolution of checkpoint options, for build and verify alike: --uvq-root
+    and --checkpoints together are an error, and every net must get a path.
+    """
+    if uvq_root and checkpoints:
+        raise BuildError("give --uvq-root or --checkpoints, not both")
+    base: Path | None = None
+    if uvq_root:
+        root = Path(uvq_root).expanduser()
+        if not root.is_dir():
+            raise BuildError(f"--uvq-root {root} is not a directory (expected a clone of "
+                             f"google/uvq holding {UVQ_ROOT_CHECKPOINTS}/)")
+        base = root / UVQ_ROOT_CHECKPOINTS
+    elif checkpoints:
+        base = Path(checkpoints).expanduser()
+        if not base.is_dir():
+            raise BuildError(f"--checkpoints {base} is not a directory")
+    given = {"content": content, "distortion": distortion, "aggregation": aggregation}
+    paths: dict[str, Path] = {}
+    for net in NETS:
+        if given[net]:
+            paths[net] = Path(given[net]).expanduser()
+        elif base is not None:
+            paths[net] = base / CHECKPOINT_NAMES[net]
+    missing = [net for net in NETS if net not in paths]
+    if missing:
+        raise BuildError(f"no {missing[0]} checkpoint given (nets without one: "
+                         f"{', '.join(missing)}): use --uvq-root DIR, --checkpoints DIR or "
+                         f"--content/--distortion/--aggregation PATH")
+    return paths
+
+
+def default_out_dir(uvq_root: str | Path | None = None) -> Path:
+    """The fork's model directory inside --uvq-root, else the configured model directory.
+
+    Without --uvq-root the build writes where ``uvq`` will look (UVQ_MODEL_DIR, the
+    config file, else the per-user data directory), so the two never disagree.
+    """
+    if uvq_root:
+        return Path(uvq_root).expanduser() / UVQ_ROOT_MODELS
+    from uvq_int8.config import resolve
+
+    return resolve().model_dir.value
+
+
+def _calibration_description(options: BuildOptions) -> dict[str, Any]:
+    return _frames_description(options.calibration_videos, options.calibration_frames,
+                               options.frame_source is not None, options.frame_source_name,
+                               "uvq_int8.synthetic.calibration_frames")
+
+
+def _validation_description(options: BuildOptions) -> dict[str, Any]:
+    return _frames_description(options.validation_videos, options.validation_frames,
+                               options.validation_source is not None,
+                               options.validation_source_name,
+                               "uvq_int8.synthetic.validation_frames")
+
+
+def _frames_description(videos: Sequence[Path], n: int, custom: bool, custom_name: str,
+                        generator: str) -> dict[str, Any]:
+    """What the manifest records about a frame source (a file is rebuilt when it changes)."""
+    if videos:
+        paths = [Path(v).expanduser() for v in videos]
+        return {"source": "videos", "frames": n, "fps": 1,
+                "videos": [{"name": p.name, "sha256": sha256_file(p)} for p in paths]}
+    if custom:
+        return {"source": custom_name, "frames": n}
+    return {"source": "synthetic", "frames": n, "generator": generator}
+
+
+class _FrameStore:
+    """Calibration frames kept on disk, one .npy each, so memory holds one at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.paths: list[Path] = []
+
+    def add(self, frame) -> None:
+        import numpy as np
+
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise BuildError(f"calibration frames must be uint8 [H,W,3], got {frame.dtype} "
+                             f"{list(frame.shape)}")
+        path = self.directory / f"frame{len(self.paths):04d}.npy"
+        np.save(path, frame)
+        self.paths.append(path)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Any]:
+        import numpy as np
+
+        for path in self.paths:
+            yield np.load(path)
+
+
+def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[dict[str, Any]]:
+    """Up to ``n`` 1-fps frames from the start of each video, shared out evenly."""
+    try:
+        from uvq_int8.runtime import video as video_mod
+    except ImportError:
+        raise BuildError("decoding calibration videos needs uvq_int8.runtime.video, which is not "
+                         "available in this install") from None
+    used = []
+    for i, path in enumerate(videos):
+        path = Path(path).expanduser()
+        quota = math.ceil((n - len(store)) / (len(videos) - i))
+        taken = 0
+        if quota > 0:
+            frames = video_mod.uvq_frames(path, fps=1)
+            try:
+                for frame in frames:
+                    if not frame.any():
+                        continue  # upstream pads a short decode with black frames
+                    store.add(frame)
+                    taken += 1
+                    if taken >= quota:
+                        break
+            finally:
+                close = getattr(frames, "close", None)
+                if close:
+                    close()
+        used.append({"path": str(path.resolve()), "frames": taken})
+    if not len(store):
+        raise VideoError("no frames could be decoded from the calibration videos: "
+                         + ", ".join(str(v) for v in videos))
+    return used
+
+
+def _frame_source(options: BuildOptions) -> FrameSource:
+    """The calibration frame generator, resolved before any conversion starts."""
+    if options.frame_source is not None:
+        return options.frame_source
+    try:
+        from uvq_int8.synthetic import calibration_frames
+    except ImportError as exc:
+        raise BuildError(f"the built-in calibration frames are not available ({exc}); "
+                         f"give --calibration-videos") from None
+    return calibration_frames
+
+
+class FrameSources:
+    """A build's calibration and validation frames, resolved and decoded once.
+
+    ``prepare`` decodes calibration and validation videos before any conversion, so a
+    broken video stops the build before its slow part; ``record`` is what the manifest
+    keeps about the calibration frames.
+    """
+
+    def __init__(self, plan: BuildPlan, tmp: Path) -> None:
+        self.plan = plan
+        self.options = plan.options
+        self.tmp = tmp
+        self.store: _FrameStore | None = None
+        self.source: FrameSource | None = None
+        self.record: dict[str, Any] | None = None
+        self._validation: list[Any] | None = None  # held-out frames of the auto search
+
+    def prepare(self) -> None:
+        options = self.options
+        if self.plan.auto_jobs and options.validation_videos:
+            self.validation()
+        if not any(j.options.get("calibration") for j in self.plan.to_build):
+            return
+        if not options.calibration_videos:
+            self.source = _frame_source(options)
+            return
+        self.store = _FrameStore(self.tmp)
+        used = _decode_videos(options.calibration_videos, options.calibration_frames, self.store)
+        self.record = {**self.plan.calibration, "videos_used": used,
+                       "frames_used": len(self.store)}
+
+    def calibration_store(self) -> _FrameStore:
+        if self.store is not None:
+            return self.store
+        options = self.options
+        self.store = _FrameStore(self.tmp)
+        source = self.source or _frame_source(options)
+        for frame in itertools.islice(source(options.calibration_frames),
+                                      options.calibration_frames):
+            self.store.add(frame)
+        if not len(self.store):
+            raise BuildError("the calibration frame source gave no frames")
+        self.record = {**(self.plan.calibration or {}), "frames_used": len(self.store)}
+        return self.store
+
+    def record_net(self, net: str, values: dict[str, Any]) -> None:
+        """What calibrating one net took, kept in the calibration record."""
+        if self.record is None:
+            self.record = {}
+        self.record.setdefault("nets", {})[net] = values
+
+    def validation(self) -> list[Any]:
+        if self._validation is None:
+            self._validation = self._validation_frames()
+        return self._validation
+
+    def _validation_frames(self) -> list[Any]:
+        options = self.options
+        n = options.validation_frames
+        if options.validation_videos:
+            store = _FrameStore(self.tmp / "validation")
+            store.directory.mkdir(exist_ok=True)
+            _decode_videos(options.validation_videos, n, store)
+            return list(store)
+        if options.validation_source is not None:
+            frames = list(itertools.islice(options.validation_source(n), n))
+        else:
+            from uvq_int8.synthetic import validation_frames
+
+            frames = list(validation_frames(n))
+        if not frames:
+            raise BuildError("the validation frame source gave no frames")
+        return frames
