@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -42,9 +43,9 @@ from uvq_int8.runtime.decoders import (_EOF, _ffmpeg_url, _Pipeline, decode_comm
                                        ffmpeg_version, upstream_filter)
 from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
-__all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "find_tool",
-           "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
-           "sample_plan", "upstream_filter", "uvq_frames"]
+__all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "check_file",
+           "find_tool", "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
+           "run_tool", "sample_plan", "upstream_filter", "uvq_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ class VideoInfo:
     num_streams: int = 0
     frame_size: tuple[int, int] | None = None  # (width, height) of the first decoded frame
     format_name: str | None = None  # ffprobe's container name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    # Exact rationals, for reproducing the command line's -r frame choice (pyav_decoder):
+    time_base: Fraction | None = None  # the stream's time base
+    exact_frame_rate: Fraction | None = None  # r_frame_rate
+    avg_frame_rate: Fraction | None = None
+    start_time: Fraction | None = None  # the container's start time, seconds
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,8 @@ def require_ffmpeg(tools: Sequence[str] = ("ffmpeg", "ffprobe")) -> None:
                          f"(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)")
 
 
-def _run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:
+def run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:
+    """Run an ffmpeg program to completion; a missing binary is a VideoError naming ``flag``."""
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except (FileNotFoundError, PermissionError, NotADirectoryError):
@@ -133,7 +140,8 @@ def _last_line(text: bytes) -> str:
     return lines[-1] if lines else "no message"
 
 
-def _check_file(path: str | Path) -> Path:
+def check_file(path: str | Path) -> Path:
+    """``path`` as a Path; a VideoError unless it is a non-empty regular file."""
     p = Path(path)
     if not p.exists():
         raise VideoError(f"{path}: no such file; check the path")
@@ -163,6 +171,14 @@ def parse_rate(text: str | None) -> tuple[float | None, int | None]:
     return value, int(math.ceil(value))
 
 
+def _rational(text) -> Fraction | None:
+    # "1/15360" or "0.033000" as an exact rational; None when absent or invalid.
+    try:
+        return Fraction(text) if isinstance(text, str) and text else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def _float(value) -> float | None:
     try:
         out = float(value)
@@ -184,7 +200,7 @@ def _tag(value) -> str | None:
 
 def _count_frames(path: str | Path, ffprobe: str) -> int | None:
     # Upstream's nb_frames: decode the whole stream and count (slow, only for fps=-1).
-    result = _run_tool([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
+    result = run_tool([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
                         "-show_entries", "stream=nb_read_frames", "-of", "json",
                         _ffmpeg_url(path)], "--ffprobe_path")
     if result.returncode != 0:
@@ -203,10 +219,10 @@ def probe(path: str | Path, ffprobe: str = "ffprobe", count_frames: bool = False
     ``count_frames=True`` decodes the stream to count frames as upstream does for fps=-1.
     """
     name = str(path)
-    _check_file(path)
+    check_file(path)
     argv = [ffprobe, "-v", "error", "-select_streams", "v", "-show_format", "-show_streams",
             "-show_frames", "-read_intervals", "%+#1", "-of", "json", _ffmpeg_url(path)]
-    result = _run_tool(argv, "--ffprobe_path")
+    result = run_tool(argv, "--ffprobe_path")
     if result.returncode != 0:
         raise VideoError(f"{name}: not a readable video ({_last_line(result.stderr)}); "
                          "check that the file is a complete video")
@@ -264,6 +280,10 @@ def probe(path: str | Path, ffprobe: str = "ffprobe", count_frames: bool = False
         num_streams=num_streams,
         frame_size=frame_size,
         format_name=fmt.get("format_name"),
+        time_base=_rational(stream.get("time_base")) or None,  # "0/0": unknown
+        exact_frame_rate=_rational(stream.get("r_frame_rate")) or None,
+        avg_frame_rate=_rational(stream.get("avg_frame_rate")) or None,
+        start_time=_rational(fmt.get("start_time")),
     )
 
 
@@ -317,7 +337,7 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
     if info is None:
         info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     else:
-        _check_file(path)
+        check_file(path)
     plan = sample_plan(info, fps)
     binary = find_tool(ffmpeg, "--ffmpeg_path")
     attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
