@@ -91,3 +91,20 @@ def test_config_command_bad_file_exits_nonzero_with_one_line(clean_env):
                          text=True, env=env)
     assert out.returncode == 1
     assert out.stderr.startswith("uvq-int8: error:") and "Traceback" not in out.stderr
+
+
+def test_decoder_follows_the_chain(clean_env, monkeypatch):
+    assert (C.resolve().decoder.value, C.resolve().decoder.source) == ("pyav", "default")
+    path = write_cfg(clean_env / "c.toml", 'decoder = "ffmpeg"\n')
+    monkeypatch.setenv("UVQ_CONFIG", str(path))
+    assert C.resolve().decoder == C.Setting("ffmpeg", f"config {path}")
+    monkeypatch.setenv("UVQ_DECODER", "pyav")
+    assert C.resolve().decoder == C.Setting("pyav", "env UVQ_DECODER")
+    assert C.resolve(decoder="ffmpeg").decoder == C.Setting("ffmpeg", "flag")
+    assert ("decoder", "pyav", "env UVQ_DECODER") in C.resolve().as_rows()
+
+
+def test_unknown_decoder_is_a_clear_error(clean_env, monkeypatch):
+    monkeypatch.setenv("UVQ_DECODER", "gstreamer")
+    with pytest.raises(UserError, match="decoder from env UVQ_DECODER must be one of pyav, ffmpeg"):
+        C.resolve()

@@ -200,3 +200,25 @@ def test_decoder_gets_the_cores_the_interpreter_leaves(monkeypatch, cores, threa
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert scoring.decode_threads(threads) == expected
+
+
+def test_both_decoders_give_the_same_logits(built_models, reference_dir, float32_stats):
+    # The default decoder is pyav; --decoder and UVQ_DECODER pick the ffmpeg command line.
+    video = str(reference_dir / "sample_landscape.mp4")
+    default = float32_stats["sample_landscape"]
+    assert (default["decoder"], default["fallback"]) == ("pyav", "")
+    assert default["skipped_packets"] > 0
+    flag = run_uvq([video, "--backend", "float32", "--model-dir", str(built_models),
+                    "--output_all_stats", "--decoder", "ffmpeg"])
+    env = run_uvq([video, "--backend", "float32", "--model-dir", str(built_models),
+                   "--output_all_stats"], env={"UVQ_DECODER": "ffmpeg"})
+    for result in (flag, env):
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        assert (stats["decoder"], stats["skipped_packets"], stats["fallback"]) == ("ffmpeg", 0, "")
+        assert stats["per_frame_logits"] == default["per_frame_logits"]
+
+
+def test_bad_decoder_flag_is_a_usage_error(reference_dir):
+    result = run_uvq([str(reference_dir / "sample_landscape.mp4"), "--decoder", "vlc"])
+    assert result.returncode == 2 and "invalid choice: 'vlc'" in result.stderr

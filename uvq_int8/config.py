@@ -1,7 +1,7 @@
 """Effective settings and where each came from.
 
 One precedence chain for every value: command-line flag, then environment
-(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``), then the TOML config
+(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``, ``UVQ_DECODER``), then the TOML config
 file (``UVQ_CONFIG``, else ``$XDG_CONFIG_HOME/uvq/config.toml``), then the
 default. The patched upstream host (patches/) follows the same chain.
 """
@@ -24,10 +24,15 @@ else:  # pragma: no cover
 ENV_BACKEND = "UVQ_BACKEND"
 ENV_MODEL_DIR = "UVQ_MODEL_DIR"
 ENV_THREADS = "UVQ_THREADS"
+ENV_DECODER = "UVQ_DECODER"
 ENV_CONFIG = "UVQ_CONFIG"
 DEFAULT_BACKEND = "float32"
-KEYS = ("backend", "model_dir", "threads")
-_ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS}
+# "pyav": uvq_int8.runtime.pyav_decoder (packet-level, same frames); "ffmpeg": the command line.
+DECODERS = ("pyav", "ffmpeg")
+DEFAULT_DECODER = "pyav"
+KEYS = ("backend", "model_dir", "threads", "decoder")
+_ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS,
+        "decoder": ENV_DECODER}
 
 
 class ConfigError(UserError):
@@ -62,6 +67,7 @@ class Config:
     threads: Setting
     config_file: Path
     config_file_found: bool
+    decoder: Setting = Setting(DEFAULT_DECODER, "default")
 
     def as_rows(self) -> list[tuple[str, str, str]]:
         return [(key, str(getattr(self, key).value), getattr(self, key).source) for key in KEYS]
@@ -105,8 +111,17 @@ def _threads(value: Any, source: str) -> int:
     return n
 
 
+def _decoder(value: Any, source: str) -> str:
+    name = str(value).strip().lower()
+    if name not in DECODERS:
+        raise ConfigError(f"decoder from {source} must be one of {', '.join(DECODERS)}, "
+                          f"got {value!r}")
+    return name
+
+
 def resolve(backend: str | None = None, model_dir: str | Path | None = None,
-            threads: int | None = None, env: Mapping[str, str] | None = None) -> Config:
+            threads: int | None = None, env: Mapping[str, str] | None = None,
+            decoder: str | None = None) -> Config:
     """Apply the precedence chain. Arguments are the command-line flags (None = unset)."""
     env = os.environ if env is None else env
     explicit = env.get(ENV_CONFIG)
@@ -118,9 +133,9 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     if found:
         file_values = read_config_file(cfg_path)
 
-    flags = {"backend": backend, "model_dir": model_dir, "threads": threads}
+    flags = {"backend": backend, "model_dir": model_dir, "threads": threads, "decoder": decoder}
     defaults = {"backend": DEFAULT_BACKEND, "model_dir": default_model_dir(env),
-                "threads": default_threads()}
+                "threads": default_threads(), "decoder": DEFAULT_DECODER}
     settings: dict[str, Setting] = {}
     for key in KEYS:
         if flags[key] not in (None, ""):
@@ -141,4 +156,7 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     settings["threads"] = Setting(_threads(settings["threads"].value, settings["threads"].source),
                                   settings["threads"].source)
     settings["backend"] = Setting(str(settings["backend"].value).strip(), settings["backend"].source)
-    return Config(settings["backend"], settings["model_dir"], settings["threads"], cfg_path, found)
+    settings["decoder"] = Setting(_decoder(settings["decoder"].value, settings["decoder"].source),
+                                  settings["decoder"].source)
+    return Config(settings["backend"], settings["model_dir"], settings["threads"], cfg_path, found,
+                  settings["decoder"])

@@ -10,13 +10,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="as 'uvq --backend': shows how a flag would win")
     p.add_argument("--model-dir", help="as 'uvq --model-dir'")
     p.add_argument("--threads", type=int, help="as 'uvq --threads'")
+    p.add_argument("--decoder", help="as 'uvq --decoder'")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     from uvq_int8 import config as _config
 
-    cfg = _config.resolve(backend=args.backend, model_dir=args.model_dir, threads=args.threads)
+    cfg = _config.resolve(backend=args.backend, model_dir=args.model_dir, threads=args.threads,
+                          decoder=args.decoder)
     if args.json:
         print(json.dumps(cfg.as_dict(), indent=2))
         return 0

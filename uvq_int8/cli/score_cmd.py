@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="uvq",
         description="Score video quality with UVQ 1.5 (1 = bad ... 5 = excellent) on TFLite "
                     "models. Same interface as upstream uvq_inference.py, plus backend choice.",
-        epilog="Backend, model directory and threads follow one precedence chain: flag, then "
-               "UVQ_BACKEND / UVQ_MODEL_DIR / UVQ_THREADS, then the TOML file named by "
+        epilog="Backend, model directory, threads and decoder follow one precedence chain: "
+               "flag, then UVQ_BACKEND / UVQ_MODEL_DIR / UVQ_THREADS / UVQ_DECODER, then the "
+               "TOML file named by "
                "UVQ_CONFIG (or ~/.config/uvq/config.toml), then defaults. "
                "'uvq-int8 config' shows the effective values.")
     p.add_argument("input", help="a video file, or a .txt file with one video path per line "
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", "--model_dir", dest="model_dir",
                    help="directory holding the backend's .tflite files and manifest.json")
     p.add_argument("--threads", type=int, help="interpreter threads per net")
+    p.add_argument("--decoder", choices=_config.DECODERS,
+                   help="pyav (default): decode only the packets scoring needs, same frames; "
+                        "ffmpeg: upstream's ffmpeg command line")
     p.add_argument("--transpose", action="store_true",
                    help="rotate the video 90 degrees before scoring (portrait videos are "
                         "detected and rotated automatically)")
@@ -67,7 +71,8 @@ def _options(args: argparse.Namespace) -> ScoreOptions:
     if args.fps == 0 or args.fps < -1:
         raise UserError(f"--fps must be a positive number of frames per second or -1, got {args.fps}")
     transpose = True if args.transpose else (False if args.no_auto_transpose else None)
-    return ScoreOptions(args.fps, transpose, args.ffmpeg_path, args.ffprobe_path)
+    decoder = _config.resolve(decoder=args.decoder).decoder.value
+    return ScoreOptions(args.fps, transpose, args.ffmpeg_path, args.ffprobe_path, decoder)
 
 
 def _progress(enabled: bool):

@@ -2,7 +2,9 @@
 
 - ``frames``: a 1080p RGB frame -> net inputs, and the score scaling;
 - ``video`` / ``decoders``: probing, and decoding with ffmpeg exactly as upstream does
-  (``video.uvq_frames`` is the one source of decoded frames);
+  (``video.uvq_frames`` is the one source of decoded frames, and picks the decoder);
+- ``pyav_decoder`` / ``frame_choice``: the default decoder, PyAV packet by packet, with
+  ffmpeg 5.1's ``-r`` frame choice from timestamps;
 - ``interpreter``: one .tflite file on LiteRT, checked at load;
 - ``models``: a backend's three nets (``load_models``, ``Models``);
 - ``manifest``: the manifest schema and its one reader;

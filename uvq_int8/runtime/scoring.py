@@ -13,6 +13,7 @@ import numpy as np
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.runtime import video
+from uvq_int8.runtime.pyav_decoder import PacketStats
 from uvq_int8.runtime.frames import logit_to_score
 
 
@@ -22,6 +23,7 @@ class ScoreOptions:
     transpose: bool | None = None  # None: transpose portrait videos, like upstream's batch mode
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
+    decoder: str | None = None  # "pyav" or "ffmpeg"; None: the configured one (config.py)
 
 
 def score_frames(models: runtime.Models, frames: Iterable[np.ndarray],
@@ -63,9 +65,11 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
+    stats = PacketStats()
     frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
                               ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
-                              decode_threads=decode_threads(models.threads))
+                              decode_threads=decode_threads(models.threads), stats=stats,
+                              decoder=options.decoder)
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)
@@ -84,14 +88,18 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
         "transpose": transpose,
         "fps": plan.fps,
         "seconds": round(elapsed, 3),
+        "decoder": stats.decoder,
+        "skipped_packets": stats.skipped_packets,
+        "fallback": stats.fallback,
     }
 
 
 def score(path: str | Path, backend: str | None = None, fps: int = 1,
           model_dir: str | Path | None = None, threads: int | None = None,
           transpose: bool | None = None, ffmpeg: str = "ffmpeg",
-          ffprobe: str = "ffprobe") -> dict[str, Any]:
+          ffprobe: str = "ffprobe", decoder: str | None = None) -> dict[str, Any]:
     """Score a video with the configured (or given) backend, as ``uvq --output_all_stats``."""
-    cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads)
+    cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads, decoder=decoder)
     models = runtime.load_models(cfg.backend.value, cfg.model_dir.value, cfg.threads.value)
-    return score_video(path, models, ScoreOptions(fps, transpose, ffmpeg, ffprobe))
+    return score_video(path, models,
+                       ScoreOptions(fps, transpose, ffmpeg, ffprobe, cfg.decoder.value))

@@ -38,6 +38,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from uvq_int8 import config as _config
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime.decoders import (_EOF, _ffmpeg_url, _Pipeline, decode_commands,
                                        ffmpeg_version, upstream_filter)
@@ -350,21 +351,42 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
 
 def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
                ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", info: VideoInfo | None = None,
-               decode_threads: int | None = None,
-               stats: DecodeStats | None = None) -> Iterator[np.ndarray]:
+               decode_threads: int | None = None, stats: DecodeStats | None = None,
+               decoder: str | None = None) -> Iterator[np.ndarray]:
     """The frames ``uvq`` scores for ``path``: the one source of decoded frames.
 
     Probes the video (an exact frame count for ``fps=-1``), transposes portrait videos as
-    upstream's batch mode does unless ``transpose`` says otherwise, then ``iter_frames``.
-    Scoring, build's calibration and validation videos, verify and the benchmarks all
-    decode through here, so they all see the same frames.
+    upstream's batch mode does unless ``transpose`` says otherwise, then decodes with
+    ``decoder``: "pyav" (``pyav_decoder.iter_frames``, packet by packet) or "ffmpeg"
+    (``iter_frames``, the command line); None takes the configured one (``--decoder``,
+    ``UVQ_DECODER``, the config key ``decoder``, default pyav; ``uvq_int8.config``). Both
+    give the same frames. Scoring, build's calibration and validation videos, verify and
+    the benchmarks all decode through here, so they all see the same frames.
+
+    ``stats`` (a ``pyav_decoder.PacketStats``, made here when not given) records which
+    decoder ran, the packets it skipped and any fallback.
     """
+    from uvq_int8.runtime import pyav_decoder  # it builds on this module
+
+    decoder = decoder or _config.resolve().decoder.value
+    if decoder not in _config.DECODERS:
+        raise VideoError(f"decoder must be one of {', '.join(_config.DECODERS)}, "
+                         f"got {decoder!r}")
     if info is None:
         info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     if transpose is None:
         transpose = is_portrait(info)
-    return iter_frames(path, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
-                       ffprobe=ffprobe, stats=stats, decode_threads=decode_threads)
+    if stats is None:
+        stats = pyav_decoder.PacketStats()
+    if isinstance(stats, pyav_decoder.PacketStats):
+        stats.decoder = decoder
+    kwargs = dict(fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info, ffprobe=ffprobe,
+                  stats=stats, decode_threads=decode_threads)
+    if decoder == "ffmpeg":
+        return iter_frames(path, **kwargs)
+    if not isinstance(stats, pyav_decoder.PacketStats):
+        raise TypeError("the pyav decoder fills in a pyav_decoder.PacketStats")
+    return pyav_decoder.iter_frames(path, **kwargs)
 
 
 def _generate(name: str, attempts: list[tuple[str, list[list[str]]]], plan: SamplePlan,
