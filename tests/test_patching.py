@@ -383,6 +383,8 @@ def test_per_net_mix_matches_our_registry(host, clean_env):
     ('[uvq]\nbackend = "fp16"\nmodel_dir = "/abs/dir"\n', {"UVQ_THREADS": "2"}),
     ('[uvq]\nbackend = "fp16"\n', {"UVQ_BACKEND": "int8", "UVQ_MODEL_DIR": "/e"}),
     ('model_dir = "rel"\n', {}),
+    # uvq's decoder key is valid in the shared file; the host decodes with upstream's code.
+    ('backend = "int8"\nmodel_dir = "m"\ndecoder = "ffmpeg"\n', {}),
 ])
 def test_host_follows_the_same_chain_as_uvq_int8_config(host, clean_env, monkeypatch,
                                                         cfg_text, env):
