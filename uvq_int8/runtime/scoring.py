@@ -13,8 +13,8 @@ import numpy as np
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.runtime import video
-from uvq_int8.runtime.pyav_decoder import PacketStats
 from uvq_int8.runtime.frames import logit_to_score
+from uvq_int8.runtime.pyav_decoder import PacketStats
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ pipe, one at a time, through a small bounded queue filled by a reader thread, so
 overlaps with inference and memory does not grow with the video's length. No shell, no
 temp file; file names are passed as ``file:`` URLs of absolute paths.
 
-Two decode methods give the same bytes:
+``uvq_frames`` is the one source of decoded frames; it picks the decoder: this module's
+command-line path ("ffmpeg") or ``pyav_decoder`` ("pyav", the default, same frames).
+
+The command-line path has two decode methods that give the same bytes:
 
 - ``"upstream"``: upstream's single ffmpeg command, its output sent to a pipe.
 - ``"split"``: ffmpeg #1 decodes and lets ``-r FPS`` pick frames exactly as in upstream's
@@ -46,7 +49,7 @@ from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
 __all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "check_file",
            "find_tool", "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
-           "run_tool", "sample_plan", "upstream_filter", "uvq_frames"]
+           "sample_plan", "upstream_filter", "uvq_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +129,7 @@ def require_ffmpeg(tools: Sequence[str] = ("ffmpeg", "ffprobe")) -> None:
                          f"(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)")
 
 
-def run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:
-    """Run an ffmpeg program to completion; a missing binary is a VideoError naming ``flag``."""
+def _run_tool(argv: list[str], flag: str) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except (FileNotFoundError, PermissionError, NotADirectoryError):
@@ -201,7 +203,7 @@ def _tag(value) -> str | None:
 
 def _count_frames(path: str | Path, ffprobe: str) -> int | None:
     # Upstream's nb_frames: decode the whole stream and count (slow, only for fps=-1).
-    result = run_tool([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
+    result = _run_tool([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
                         "-show_entries", "stream=nb_read_frames", "-of", "json",
                         _ffmpeg_url(path)], "--ffprobe_path")
     if result.returncode != 0:
@@ -223,7 +225,7 @@ def probe(path: str | Path, ffprobe: str = "ffprobe", count_frames: bool = False
     check_file(path)
     argv = [ffprobe, "-v", "error", "-select_streams", "v", "-show_format", "-show_streams",
             "-show_frames", "-read_intervals", "%+#1", "-of", "json", _ffmpeg_url(path)]
-    result = run_tool(argv, "--ffprobe_path")
+    result = _run_tool(argv, "--ffprobe_path")
     if result.returncode != 0:
         raise VideoError(f"{name}: not a readable video ({_last_line(result.stderr)}); "
                          "check that the file is a complete video")
