@@ -21,7 +21,17 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+# Nothing to do when this venv was set up from these very files (a re-run is quick and
+# changes nothing); any change to them sets it up again.
+STAMP=.venv/.uvq-setup-stamp
+WANT="$(cat setup.cfg scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && .venv/bin/python -m pip show -q uvq-int8 >/dev/null 2>&1; then
+    echo "setup: up to date (.venv)"
+    exit 0
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[build,test]"
+# ray: the Ray Data engine and its tests; it brings pyarrow (Parquet results).
+.venv/bin/python -m pip install -q -e ".[build,test,ray]"
+echo "$WANT" > "$STAMP"
 echo "setup: done (.venv)"
