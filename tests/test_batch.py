@@ -295,3 +295,51 @@ def test_bad_jobs_and_missing_output_are_one_line_errors(tmp_path):
     assert result.returncode != 0 and "no videos found" in result.stderr
     for r in (result,):
         assert "Traceback" not in r.stderr
+
+
+class _FakeModels:
+    """Stands in for runtime.Models: a logit from the frame's mean; fails on one video."""
+
+    threads = 1
+    backend = "fake"
+    sha256 = {"content": "c", "distortion": "d", "aggregation": "a"}
+    paths: dict = {}
+
+    def __init__(self, fail_on_mean: float | None = None):
+        self.fail_on_mean = fail_on_mean
+        self.seen: list[float] = []
+
+    def features(self, frame):
+        mean = float(frame[::8, ::8].mean())
+        self.seen.append(mean)
+        if self.fail_on_mean is not None and abs(mean - self.fail_on_mean) < 1e-9:
+            raise RuntimeError("boom")
+        return mean, None
+
+    def aggregate(self, content, distortion):
+        return content / 100.0, 0.0
+
+
+def test_a_net_failing_mid_video_is_a_row_and_the_next_video_still_scores(clips):
+    from uvq_int8 import scoring
+
+    paths = [str(p) for p in clips["clips"]]
+    spec = batch.WorkerSpec("fake", "", 1, scoring.ScoreOptions(), buffer_frames=2)
+    first: list[dict] = []
+    batch.run_worker(spec, _feeder(paths), first.append,
+                     _FakeModels())
+    assert [r["error"] for r in first] == [None, None, None]
+    # fail on the second frame of the second video
+    probe = _FakeModels()
+    batch.run_worker(spec, _feeder(paths[1:2]), lambda row: None, probe)
+    rows: list[dict] = []
+    batch.run_worker(spec, _feeder(paths), rows.append, _FakeModels(fail_on_mean=probe.seen[1]))
+    assert [r["path"] for r in rows] == paths
+    assert rows[1]["error"] == "RuntimeError: boom" and rows[1]["score"] is None
+    assert rows[0] == {**first[0], "seconds": rows[0]["seconds"]}
+    assert rows[2] == {**first[2], "seconds": rows[2]["seconds"]}
+
+
+def _feeder(paths):
+    pending = iter(paths)
+    return lambda: next(pending, None)

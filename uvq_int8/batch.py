@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import multiprocessing
 import os
 import queue
@@ -35,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 import numpy as np
 
 from uvq_int8 import runtime, scoring, video
-from uvq_int8.errors import UserError, VideoError
+from uvq_int8.errors import UserError
 from uvq_int8.manifest import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -264,6 +263,7 @@ class WorkerSpec:
     threads: int
     options: scoring.ScoreOptions
     buffer_frames: int = BUFFER_FRAMES
+    decode_threads: int | None = None  # ffmpeg threads; None: the cores the nets leave free
 
 
 _DONE = object()
@@ -373,6 +373,14 @@ def _frames_of(prefetch: Prefetcher, finish: list) -> Iterator[np.ndarray]:
             raise RuntimeError(f"unexpected item in the frame queue: {item!r}")
 
 
+def _skip_rest(prefetch: Prefetcher, finish: list) -> None:
+    """Drop what is left of the current video's frames after scoring it stopped early."""
+    if finish:
+        return
+    while not isinstance(prefetch.queue.get(), (_Finish, _Failed)):
+        pass
+
+
 def _warnings(stats: video.DecodeStats, expected: int) -> list[str]:
     if stats.padded_frames:
         return [f"decoding may be truncated: {stats.real_frames} of {expected} frames decoded; "
@@ -384,7 +392,8 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
                emit: Callable[[dict], None], models: runtime.Models | None = None) -> None:
     """Score videos from ``next_path()`` until it returns None; ``emit`` each row."""
     models = models or runtime.load_models(spec.backend, spec.model_dir, spec.threads)
-    prefetch = Prefetcher(next_path, spec, scoring.decode_threads(models.threads))
+    prefetch = Prefetcher(next_path, spec,
+                          spec.decode_threads or scoring.decode_threads(models.threads))
     prefetch.start()
     try:
         while True:
@@ -409,6 +418,7 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
                 continue
             except Exception as exc:  # a net failing on this video: its row, then go on
                 emit(error_row(item.path, failure_message(exc), item.identity))
+                _skip_rest(prefetch, finish)
                 continue
             done = finish[0] if finish else _Finish(video.DecodeStats(), None)
             emit(result_row(item.path, item.identity, results, done.times,
@@ -439,12 +449,23 @@ def _process_main(spec: WorkerSpec, wid: int, tasks, results) -> None:
         results.put(("fatal", wid, failure_message(exc)))
 
 
-def default_threads_per_worker(jobs: int) -> int:
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, jobs))
+        return os.cpu_count() or 1
+
+
+def default_threads_per_worker(jobs: int) -> int:
+    return max(1, _cores() // max(1, jobs))
+
+
+def decode_threads_per_worker(jobs: int, threads: int) -> int | None:
+    """ffmpeg threads per worker: one worker takes what its nets leave (None), several
+    share the cores, so each gets its share less its interpreter threads, at least one."""
+    if jobs <= 1:
+        return None
+    return max(1, _cores() // jobs - threads)
 
 
 def score_paths(paths: list[str], spec: WorkerSpec, jobs: int = 1,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from uvq_int8 import batch
 from uvq_int8 import config as _config
@@ -70,7 +69,8 @@ def _spec(args: argparse.Namespace) -> batch.WorkerSpec:
     threads = cfg.threads.value
     if cfg.threads.source == "default":
         threads = batch.default_threads_per_worker(jobs)
-    return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, _options(args))
+    return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, _options(args),
+                            decode_threads=batch.decode_threads_per_worker(jobs, threads))
 
 
 def _paths(spec: str) -> list[str]:
@@ -80,7 +80,7 @@ def _paths(spec: str) -> list[str]:
     return paths
 
 
-def _score(args: argparse.Namespace, spec: batch.WorkerSpec, paths: list[str],
+def _score(args: argparse.Namespace, paths: list[str],
            writer, engine: Callable[[list[str], Callable[[dict], None]], None]) -> int:
     from uvq_int8.cli.score_cmd import _progress
 
@@ -129,7 +129,7 @@ def run_uvq(args: argparse.Namespace) -> int:
     spec = _spec(args)
     writer = _writer(args, paths)
     jobs = args.jobs or 1
-    return _score(args, spec, paths, writer,
+    return _score(args, paths, writer,
                   lambda todo, on_row: batch.score_paths(todo, spec, jobs, on_row))
 
 
@@ -140,13 +140,17 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local" and args.address:
         raise UserError("--address needs --engine ray")
     paths = _paths(args.input)
-    spec = _spec(args)
-    writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
     if args.engine == "local":
+        spec = _spec(args)
+        writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
         jobs = args.jobs or 1
-        return _score(args, spec, paths, writer,
+        return _score(args, paths, writer,
                       lambda todo, on_row: batch.score_paths(todo, spec, jobs, on_row))
     from uvq_int8 import distributed
+    from uvq_int8.cli.score_cmd import _options
+
+    spec = distributed.make_spec(args.backend, args.model_dir, args.threads, _options(args))
+    writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
 
     def ray_engine(todo: list[str], on_row: Callable[[dict], None]) -> None:
         if not todo:
@@ -155,4 +159,4 @@ def run(args: argparse.Namespace) -> int:
                                          address=args.address):
             on_row(row)
 
-    return _score(args, spec, paths, writer, ray_engine)
+    return _score(args, paths, writer, ray_engine)
