@@ -343,3 +343,20 @@ def test_a_net_failing_mid_video_is_a_row_and_the_next_video_still_scores(clips)
 def _feeder(paths):
     pending = iter(paths)
     return lambda: next(pending, None)
+
+
+def test_uvq_int8_batch_local_csv_and_parquet(built_models, clips, tmp_path):
+    pytest.importorskip("pyarrow")
+    listing = tmp_path / "v.txt"
+    listing.write_text("".join(f"{p}\n" for p in clips["clips"][:2]))
+    rows = {}
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"rows.{fmt}"
+        result = run_uvq_int8(["batch", listing, "--format", fmt, "--output", out, "--quiet",
+                               "--backend", BACKEND, "--model-dir", built_models])
+        assert result.returncode == 0, result.stderr
+        rows[fmt] = batch.read_rows(out)
+        assert [r["path"] for r in rows[fmt]] == [str(p) for p in clips["clips"][:2]]
+    for a, b in zip(rows["csv"], rows["parquet"]):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            {k: v for k, v in b.items() if k != "seconds"}

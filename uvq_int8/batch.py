@@ -667,6 +667,12 @@ class RowWriter:
     def __init__(self, path: str | Path, fmt: str, paths: list[str], resume: bool = False):
         if fmt not in FORMATS:
             raise BatchError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if fmt == "parquet":
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise BatchError("--format parquet needs pyarrow: pip install "
+                                 "'uvq-int8[parquet]' (or use --format jsonl)") from None
         self.path = Path(path)
         self.fmt = fmt
         self.path.parent.mkdir(parents=True, exist_ok=True)

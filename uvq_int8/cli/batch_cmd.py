@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         if not todo:
             return
         for row in distributed.iter_rows(todo, spec, concurrency=args.jobs or 1,
-                                         address=args.address):
+                                         address=args.address, progress=not args.quiet):
             on_row(row)
 
     return _score(args, paths, writer, ray_engine)
