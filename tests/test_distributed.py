@@ -45,8 +45,17 @@ def inputs(tmp_path_factory, reference_dir):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    # Ray gives its raylet a fixed 30 s to register; on a loaded machine that can run
+    # out, so try a few times.
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield
     ray.shutdown()
 
