@@ -56,16 +56,22 @@ def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.Vid
 
 def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions = ScoreOptions(),
                 on_frame: Callable[[int, int], None] | None = None,
-                info: video.VideoInfo | None = None) -> dict[str, Any]:
-    """Score one video with loaded models; returns upstream's keys plus ours."""
+                info: video.VideoInfo | None = None,
+                frames: Iterable[np.ndarray] | None = None) -> dict[str, Any]:
+    """Score one video with loaded models; returns upstream's keys plus ours.
+
+    ``frames``: upstream's frames of this video already being decoded elsewhere (a
+    prefetching batch worker); by default they are decoded here.
+    """
     name = str(path)
     info = info or probe(name, options)
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
-    frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
-                              ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
-                              decode_threads=decode_threads(models.threads))
+    if frames is None:
+        frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
+                                  ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
+                                  decode_threads=decode_threads(models.threads))
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)
