@@ -35,7 +35,7 @@ import numpy as np
 from uvq_int8 import runtime
 from uvq_int8.errors import UserError
 from uvq_int8.runtime import scoring, video
-from uvq_int8.util import atomic_writer, sha256_bytes
+from uvq_int8.util import atomic_writer, sha256_bytes, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -394,15 +394,8 @@ def _process_main(spec: WorkerSpec, wid: int, tasks, results) -> None:
         results.put(("fatal", wid, failure_message(exc)))
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def default_threads_per_worker(jobs: int) -> int:
-    return max(1, _cores() // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))
 
 
 def decode_threads_per_worker(jobs: int, threads: int) -> int | None:
@@ -410,7 +403,7 @@ def decode_threads_per_worker(jobs: int, threads: int) -> int | None:
     share the cores, so each gets its share less its interpreter threads, at least one."""
     if jobs <= 1:
         return None
-    return max(1, _cores() // jobs - threads)
+    return max(1, usable_cores() // jobs - threads)
 
 
 def score_paths(paths: list[str], spec: WorkerSpec, jobs: int = 1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from uvq_int8 import config as _config
 from uvq_int8 import runtime
 from uvq_int8.runtime import video
 from uvq_int8.runtime.frames import logit_to_score
+from uvq_int8.util import usable_cores
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,7 @@ def decode_threads(interpreter_threads: int) -> int:
     # Where the interpreter's threads fill the machine, ffmpeg's extra frame threads only
     # take turns with them, and cost more CPU per decoded frame than one thread
     # (benchmarks/bench_e2e.py measures the end-to-end time).
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - max(1, int(interpreter_threads)))
+    return max(1, usable_cores() - max(1, int(interpreter_threads)))
 
 
 def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.VideoInfo:
