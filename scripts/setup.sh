@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a working environment from nothing: system ffmpeg, a virtualenv in .venv,
 # the CPU build of torch (installed first, so nothing pulls a CUDA build), and
-# uvq-int8 with its build and test extras.
+# uvq-int8 with its build, test and ray extras.
 #
 # Safe to run again: when .venv already holds what this version of the packaging asks
 # for (a stamp records a hash of setup.cfg, pyproject.toml and this script), it changes
@@ -25,7 +25,7 @@ STAMP=.venv/.uvq-int8-setup
 WANT=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] &&
    .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in
-       ('uvq_int8', 'torch', 'litert_torch', 'ai_edge_quantizer', 'pytest')))" 2>/dev/null; then
+       ('uvq_int8', 'torch', 'litert_torch', 'ai_edge_quantizer', 'pytest', 'ray', 'pyarrow')))" 2>/dev/null; then
     echo "setup: already done (.venv)"
     exit 0
 fi
@@ -36,6 +36,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[build,test]"
+# ray: the Ray Data engine and its tests; it brings pyarrow (Parquet results).
+.venv/bin/python -m pip install -q -e ".[build,test,ray]"
 echo "$WANT" > "$STAMP"
 echo "setup: done (.venv)"

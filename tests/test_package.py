@@ -7,7 +7,8 @@ import sys
 
 # The one check of the torch boundary: the runtime (every module of it), the CLI with
 # every subcommand's parser, the build and verify packages' own imports, and the `uvq`
-# console script as it is installed.
+# console script as it is installed. Ray (the optional engine of `uvq-int8 batch`) is
+# imported only when that engine runs.
 CHECK = """
 import contextlib, importlib, io, pkgutil, sys
 from importlib.metadata import entry_points
@@ -18,7 +19,8 @@ importlib.import_module("uvq_int8.cli.main").build_parser()
 (uvq,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "uvq"]
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     uvq.load()(["--help"])
-heavy = [m for m in ("torch", "litert_torch", "ai_edge_quantizer", "tensorflow") if m in sys.modules]
+heavy = [m for m in ("torch", "litert_torch", "ai_edge_quantizer", "tensorflow", "ray")
+         if m in sys.modules]
 print(",".join(heavy))
 """
 
@@ -31,7 +33,8 @@ def test_runtime_cli_and_uvq_entry_point_import_no_torch():
 
 def test_help_of_every_command_exits_zero():
     for args in (["--help"], ["build", "--help"], ["verify", "--help"], ["demo", "--help"],
-                 ["patch", "--help"], ["backends", "--help"], ["config", "--help"]):
+                 ["patch", "--help"], ["backends", "--help"], ["config", "--help"],
+                 ["batch", "--help"]):
         out = subprocess.run([sys.executable, "-m", "uvq_int8", *args], capture_output=True,
                              text=True)
         assert out.returncode == 0 and "usage: uvq-int8" in out.stdout, (args, out.stderr)

@@ -1,5 +1,5 @@
 """Small helpers every part of uvq-int8 shares: atomic writes, sha256, a quiet fd 2,
-and what tools and machine a result was made with.
+the usable cores, and what tools and machine a result was made with.
 
 This is the only place that renames a temporary file into place or calls fsync;
 everything that writes a file the user keeps goes through ``atomic_path`` (for a
@@ -143,6 +143,14 @@ def quiet_fd2(log: logging.Logger | None = None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- provenance
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def tool_versions(distributions: Iterable[str] = TOOL_DISTRIBUTIONS) -> dict[str, str | None]:

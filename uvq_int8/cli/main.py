@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "backends": "List installed backends and which of their model files exist.",
     "config": "Print every effective setting and where it came from.",
     "demo": "Build every backend from seeded proxy weights and score a synthetic clip.",
+    "batch": "Score many videos into result rows, with worker processes or on a Ray cluster.",
     "patch": "Apply, check or revert the patches that let upstream UVQ ask the backend registry.",
 }
 

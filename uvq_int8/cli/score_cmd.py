@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
+from uvq_int8.cli import batch_cmd
 from uvq_int8.errors import UserError
 from uvq_int8.util import atomic_write_text
 from uvq_int8.runtime.scoring import ScoreOptions, probe, score_video
@@ -25,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                "TOML file named by "
                "UVQ_CONFIG (or ~/.config/uvq/config.toml), then defaults. "
                "'uvq-int8 config' shows the effective values.")
-    p.add_argument("input", help="a video file, or a .txt file with one video path per line "
-                                 "(batch mode; needs --output)")
+    p.add_argument("input", help="a video file; or, for batch mode (needs --output), a .txt "
+                                 "file with one video path per line, a directory (searched "
+                                 "recursively for video extensions), or - for a list on stdin")
     p.add_argument("--backend", help="backend name (see 'uvq-int8 backends') or a per-net mix "
                                      "like content=fp16,distortion=int8-static,aggregation=float32")
     p.add_argument("--model-dir", "--model_dir", dest="model_dir",
@@ -43,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=1,
                    help="frames per second to sample; -1 scores every frame (default 1)")
     p.add_argument("--output", default="",
-                   help="single video: write the JSON stats here; batch: write 'video,score' "
-                        "lines here (required)")
+                   help="single video: write the JSON stats here; batch: the results file "
+                        "(required): 'basename,score' lines, or rows in --format")
     p.add_argument("--output_all_stats", "--output-all-stats", dest="output_all_stats",
                    action="store_true", help="print all stats as JSON instead of the score")
     p.add_argument("--resume", action="store_true",
-                   help="batch mode: skip videos already listed in --output and append")
+                   help="batch mode: skip videos already in --output and append (by basename "
+                        "without --format; by path and file identity with it, retrying "
+                        "failed videos)")
     p.add_argument("--ffmpeg_path", "--ffmpeg-path", dest="ffmpeg_path", default="ffmpeg",
                    help="ffmpeg executable (default: ffmpeg on PATH)")
     p.add_argument("--ffprobe_path", "--ffprobe-path", dest="ffprobe_path", default="ffprobe",
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for compatibility with upstream; only 1.5 is supported")
     p.add_argument("--device", default="cpu", choices=["cpu"],
                    help="accepted for compatibility with upstream; TFLite runs on the CPU")
+    batch_cmd.add_batch_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     return p
@@ -108,52 +111,7 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2))
 
 
-def _read_done(path: Path) -> set[str]:
-    if not path.is_file():
-        return set()
-    done = set()
-    for line in path.read_text().splitlines():
-        name, sep, _ = line.rpartition(",")
-        if sep and name:
-            done.add(name)
-    return done
-
-
-def run_batch(args: argparse.Namespace) -> int:
-    if not args.output:
-        raise UserError("--output must be given when the input is a .txt list of videos")
-    list_path = Path(args.input)
-    if not list_path.is_file():
-        raise UserError(f"video list {list_path} not found")
-    videos = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
-    out = Path(args.output)
-    done = _read_done(out) if args.resume else set()
-    options = _options(args)
-    models = _load(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    failures: list[tuple[str, str]] = []
-    todo = [v for v in videos if os.path.basename(v) not in done]
-    skipped = len(videos) - len(todo)
-    with open(out, "a" if args.resume else "w") as fh, _progress(not args.quiet) as progress:
-        task = progress.add_task("videos", total=len(todo))
-        for path in todo:
-            try:
-                results = score_video(path, models, options)
-            except UserError as exc:
-                failures.append((path, str(exc)))
-            else:
-                fh.write(f"{os.path.basename(path)},{results['uvq1p5_score']}\n")
-                fh.flush()
-            progress.advance(task)
-    print(f"scored {len(todo) - len(failures)} of {len(videos)} videos"
-          + (f" ({skipped} already in {out})" if skipped else "") + f"; results in {out}",
-          file=sys.stderr)
-    for path, message in failures:
-        print(f"uvq: failed: {path}: {message}", file=sys.stderr)
-    return 1 if failures else 0
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.input.endswith(".txt"):
-        return run_batch(args)
+    if batch_cmd.wants_batch(args):
+        return batch_cmd.run_uvq(args)
     return run_single(args)

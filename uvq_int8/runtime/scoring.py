@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from uvq_int8 import runtime
 from uvq_int8.runtime import video
 from uvq_int8.runtime.frames import logit_to_score
 from uvq_int8.runtime.pyav_decoder import PacketStats
+from uvq_int8.util import usable_cores
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,7 @@ def decode_threads(interpreter_threads: int) -> int:
     # Where the interpreter's threads fill the machine, ffmpeg's extra frame threads only
     # take turns with them, and cost more CPU per decoded frame than one thread
     # (benchmarks/bench_e2e.py measures the end-to-end time).
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - max(1, int(interpreter_threads)))
+    return max(1, usable_cores() - max(1, int(interpreter_threads)))
 
 
 def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.VideoInfo:
@@ -58,18 +54,28 @@ def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.Vid
 
 def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions = ScoreOptions(),
                 on_frame: Callable[[int, int], None] | None = None,
-                info: video.VideoInfo | None = None) -> dict[str, Any]:
-    """Score one video with loaded models; returns upstream's keys plus ours."""
+                info: video.VideoInfo | None = None,
+                frames: Iterable[np.ndarray] | None = None,
+                stats: PacketStats | None = None) -> dict[str, Any]:
+    """Score one video with loaded models; returns upstream's keys plus ours.
+
+    ``frames``: upstream's frames of this video already being decoded elsewhere (a
+    prefetching batch worker), with the ``stats`` that decode fills in; by default they
+    are decoded here.
+    """
     name = str(path)
     info = info or probe(name, options)
     transpose = video.is_portrait(info) if options.transpose is None else options.transpose
     plan = video.sample_plan(info, options.fps)
     started = time.perf_counter()
-    stats = PacketStats()
-    frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
-                              ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
-                              decode_threads=decode_threads(models.threads), stats=stats,
-                              decoder=options.decoder)
+    if frames is None:
+        stats = PacketStats()
+        frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
+                                  ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
+                                  decode_threads=decode_threads(models.threads), stats=stats,
+                                  decoder=options.decoder)
+    elif stats is None:
+        stats = PacketStats(decoder="")  # decoded elsewhere, by a caller that keeps no stats
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None)

@@ -49,7 +49,7 @@ from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
 __all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "check_file",
            "find_tool", "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
-           "sample_plan", "upstream_filter", "uvq_frames"]
+           "sample_plan", "source_frame_times", "upstream_filter", "uvq_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,57 @@ def sample_plan(info: VideoInfo, fps: int = 1) -> SamplePlan:
     else:
         indices = tuple(range(num))
     return SamplePlan(length, used, num, indices, orig_fps)
+
+
+def source_frame_times(path: str | Path, fps: int, count: int,
+                       ffprobe: str = "ffprobe") -> list[float] | None:
+    """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
+
+    ffmpeg 5.1's constant-frame-rate output keeps a source frame for output slot n when
+    its time plus one source-frame duration reaches n - 1.1 slots, and repeats a frame
+    over slots it skips (fftools/ffmpeg.c, do_video_out). So at fps=1 the second output
+    frame is the source's second frame, not the one at t = 1 s. Computed from packet
+    timestamps (no decoding); None when ffprobe gives none.
+    """
+    argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+            "format=start_time:stream=r_frame_rate:packet=pts_time", "-of", "json",
+            _ffmpeg_url(path)]
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                check=False)
+        data = json.loads(result.stdout or b"{}")
+    except (OSError, ValueError):
+        return None
+    start = _float((data.get("format") or {}).get("start_time")) or 0.0
+    streams = data.get("streams") or []
+    rate, _ = parse_rate(streams[0].get("r_frame_rate") if streams else None)
+    pts = sorted(t for t in (_float(p.get("pts_time")) for p in data.get("packets") or [])
+                 if t is not None)
+    if not pts or not rate:
+        return None
+    frame_slots = min(1.0, fps / rate)  # one source frame's duration, in output slots
+    times: list[float] = []
+    next_slot = 0
+    for t in pts:
+        position = (t - start) * fps
+        delta0 = position - next_slot
+        delta = delta0 + frame_slots
+        if delta < -1.1:
+            continue  # dropped
+        copies, earlier = 1, 0
+        if delta > 1.1:
+            copies = int(round(delta))
+            if delta0 > 1.1:
+                earlier = int(round(delta0 - 0.6))
+        for i in range(copies):
+            if i < earlier and times:
+                times.append(times[-1])  # the previous frame repeated
+            else:
+                times.append(round(t - start, 6))
+        next_slot += copies
+        if len(times) >= count:
+            break
+    return times[:count]
 
 
 def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,

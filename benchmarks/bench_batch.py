@@ -1,0 +1,211 @@
+"""Batch throughput: videos per hour and peak memory of the whole process tree, per way of
+running a batch of videos (int8-static by default). Run by hand (not a test):
+
+    .venv/bin/pip install -e '.[bench,ray]'
+    .venv/bin/python benchmarks/bench_batch.py --model-dir DIR [--rounds 3] [--json OUT]
+
+It makes (or reuses) 12 natural-content 1080p30 clips of 5 s: photographs from
+``skimage.data`` panned and zoomed by ffmpeg's zoompan, with film grain, encoded with
+x264 (3 B-frames) at ~10 Mb/s. Each round runs every mode once over the 12 clips, in
+a fresh set of processes, in a rotated order:
+
+- ``loop``: one ``uvq VIDEO`` process per video, one after another;
+- ``xargs-P2``: the same commands two at a time (``xargs -P2``);
+- ``jobs1`` / ``jobs2``: ``uvq LIST --format jsonl --jobs N``;
+- ``ray2``: ``uvq-int8 batch LIST --engine ray --jobs 2`` (starts a local Ray instance).
+
+Peak memory is the largest sum of RSS over the launched process and all its descendants,
+sampled every 50 ms. Medians over the rounds are reported, and ratios to ``jobs1``
+and to ``loop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from uvq_int8.util import atomic_path, atomic_write_text, machine_info
+
+HERE = Path(__file__).resolve().parent
+# Photographs bundled with scikit-image (no download).
+IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+          "retina", "camera", "grass", "gravel", "brick", "coins")
+CLIP_SECONDS = 5
+MODES = ("loop", "xargs-P2", "jobs1", "jobs2", "ray2")
+
+
+def _image(name: str):
+    import numpy as np
+    from skimage import color, data
+
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = color.gray2rgb(img)
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = (255 * (img - img.min()) / max(1e-9, float(img.max() - img.min()))).astype(np.uint8)
+    return img
+
+
+def _write_ppm(path: Path, img) -> None:
+    h, w, _ = img.shape
+    path.write_bytes(f"P6 {w} {h} 255\n".encode() + img.tobytes())
+
+
+def make_clips(root: Path, count: int = 12) -> list[Path]:
+    """Natural 1080p30 clips with B-frames at >= 8 Mb/s (reused when present)."""
+    root.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, name in enumerate(IMAGES[:count]):
+        out = root / f"{i:02d}_{name}.mp4"
+        clips.append(out)
+        if out.is_file():
+            continue
+        still = root / f".{name}.ppm"
+        _write_ppm(still, _image(name))
+        frames = CLIP_SECONDS * 30
+        # Scale the photograph up past 1080p, then pan and zoom slowly across it.
+        zoom = f"zoompan=z='1.15+0.25*on/{frames}':x='(iw-iw/zoom)*on/{frames}':" \
+               f"y='(ih-ih/zoom)*(0.5+0.4*sin(on/40))':d={frames}:s=1920x1080:fps=30"
+        with atomic_path(out, suffix=".mp4") as tmp:
+            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-i",
+                            str(still), "-vf",
+                            f"scale=2400:1350:force_original_aspect_ratio=increase,{zoom},"
+                            "noise=alls=10:allf=t,format=yuv420p",
+                            "-t", str(CLIP_SECONDS), "-c:v", "libx264", "-preset", "veryfast",
+                            "-bf", "3", "-b:v", "10M", "-maxrate", "12M", "-bufsize", "20M",
+                            str(tmp)], check=True)
+        still.unlink()
+    return clips
+
+
+def clip_facts(clip: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "stream=width,height,bit_rate,has_b_frames,r_frame_rate:format=duration",
+                          "-of", "json", str(clip)], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    s = data["streams"][0]
+    return {"size": f"{s['width']}x{s['height']}", "mbps": round(int(s["bit_rate"]) / 1e6, 2),
+            "b_frames": int(s["has_b_frames"]), "rate": s["r_frame_rate"],
+            "seconds": float(data["format"]["duration"])}
+
+
+class TreeMemory(threading.Thread):
+    """Peak summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self.done.is_set():
+            total = 0
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+
+def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: Path) -> dict:
+    py = sys.executable
+    uvq = [py, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())"]
+    common = ["--backend", backend, "--model-dir", str(model_dir), "--quiet"]
+    listing = work / "clips.txt"
+    listing.write_text("".join(f"{c}\n" for c in clips))
+    out = work / f"{mode}.out"
+    out.unlink(missing_ok=True)
+    if mode == "loop":
+        script = "\n".join(shlex.join(uvq + [str(c)] + common) + " > /dev/null" for c in clips)
+        argv = ["bash", "-ec", script]
+    elif mode == "xargs-P2":
+        argv = ["bash", "-ec", f"xargs -P2 -I{{}} {shlex.join(uvq)} {{}} "
+                               f"{shlex.join(common)} < {shlex.quote(str(listing))} > /dev/null"]
+    elif mode.startswith("jobs"):
+        argv = uvq + [str(listing), "--format", "jsonl", "--jobs", mode[4:], "--output",
+                      str(out)] + common
+    elif mode == "ray2":
+        argv = [py, "-c", "from uvq_int8.cli import main; raise SystemExit(main())", "batch",
+                str(listing), "--engine", "ray", "--jobs", "2", "--format", "jsonl",
+                "--output", str(out)] + common
+    else:
+        raise ValueError(mode)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    mem = TreeMemory(proc.pid)
+    mem.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    mem.done.set()
+    mem.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return {"seconds": seconds, "videos_per_hour": 3600 * len(clips) / seconds,
+            "peak_mb": mem.peak / 2 ** 20}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--backend", default="int8-static")
+    ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench-batch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--json", type=Path, help="write the raw measurements here")
+    args = ap.parse_args()
+    modes = args.modes.split(",")
+    clips = make_clips(args.clips)
+    facts = [clip_facts(c) for c in clips]
+    machine = machine_info()
+    print(f"{len(clips)} clips: {facts[0]['size']}, {facts[0]['seconds']:.1f} s, "
+          f"{min(f['mbps'] for f in facts)}-{max(f['mbps'] for f in facts)} Mb/s, "
+          f"B-frames {min(f['b_frames'] for f in facts)}; cores {machine['cores']}, "
+          f"{machine['cpu']}")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as work:
+        for r in range(args.rounds):
+            order = modes[r % len(modes):] + modes[:r % len(modes)]
+            for mode in order:
+                result = run_mode(mode, clips, args.model_dir, args.backend, Path(work))
+                runs[mode].append(result)
+                print(f"round {r + 1} {mode:9s} {result['seconds']:7.1f} s "
+                      f"{result['videos_per_hour']:7.0f} videos/h {result['peak_mb']:7.0f} MB",
+                      flush=True)
+    med = {m: {k: statistics.median(x[k] for x in runs[m]) for k in runs[m][0]} for m in modes}
+    print("\n| mode | videos/hour (median) | x jobs1 | x loop | peak memory, process tree (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for m in modes:
+        vph = med[m]["videos_per_hour"]
+        rel1 = vph / med["jobs1"]["videos_per_hour"] if "jobs1" in med else float("nan")
+        rel_loop = vph / med["loop"]["videos_per_hour"] if "loop" in med else float("nan")
+        print(f"| {m} | {vph:.0f} | {rel1:.2f} | {rel_loop:.2f} | {med[m]['peak_mb']:.0f} |")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"machine": machine, "clips": facts, "runs": runs,
+                                                 "medians": med}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Batch scoring: inputs, rows, failures as rows, resume, --jobs workers and Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uvq_int8 import batch
+from uvq_int8.runtime.video import source_frame_times
+
+BACKEND = "int8-static"
+COMPARED = ("score", "per_frame_scores", "per_frame_logits", "frame_indices", "backend",
+            "model_sha256")
+
+
+def run_uvq(args, **kw):
+    return subprocess.run([sys.executable, "-c", "from uvq_int8.cli import uvq_main; "
+                           "raise SystemExit(uvq_main())", *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+def run_uvq_int8(args, **kw):
+    return subprocess.run([sys.executable, "-c", "from uvq_int8.cli import main; "
+                           "raise SystemExit(main())", *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- inputs
+
+def test_directory_is_recursive_sorted_case_insensitive_and_ends_symlink_loops(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    for name in ("b/z.MP4", "a/deep/x.mkv", "a/y.WebM", "a/notes.txt", "c.mov", "d.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)  # a loop back to the root
+    (tmp_path / "same.mov").symlink_to(tmp_path / "c.mov")  # the same file twice
+    found = batch.collect_inputs(str(tmp_path))
+    rel = [str(Path(p).relative_to(tmp_path)) for p in found]
+    assert rel == ["a/deep/x.mkv", "a/y.WebM", "b/z.MP4", "c.mov"]
+
+
+def test_list_file_and_stdin(tmp_path):
+    listing = tmp_path / "v.txt"
+    listing.write_text("one.mp4\n\n  two.mp4  \n# a comment\n")
+    assert batch.collect_inputs(str(listing)) == ["one.mp4", "two.mp4"]
+    assert batch.collect_inputs("-", io.StringIO("x.mp4\ny.mov\n")) == ["x.mp4", "y.mov"]
+    with pytest.raises(batch.BatchError, match="not found"):
+        batch.collect_inputs(str(tmp_path / "missing.txt"))
+
+
+# --------------------------------------------------------------------------- rows and files
+
+@pytest.mark.parametrize("video", ["sample_landscape", "sample_portrait"])
+def test_source_frame_times_are_the_frames_ffmpeg_hands_on(reference_dir, video):
+    golden = np.load(reference_dir / f"{video}.golden.npz")
+    count = int(golden["num_real_frames"])
+    times = source_frame_times(reference_dir / f"{video}.mp4", 1, count)
+    expected = golden["source_frame_indices"][:count] / float(golden["orig_fps"])
+    np.testing.assert_allclose(times, expected, atol=1e-5)
+
+
+def test_pooled_statistics():
+    stats = batch.pooled([1.0, 2.0, 4.0])
+    assert stats["score_min"] == 1.0
+    assert stats["score_harmonic_mean"] == pytest.approx(3 / (1 + 0.5 + 0.25))
+    assert stats["score_p05"] == pytest.approx(float(np.percentile([1, 2, 4], 5)))
+    assert batch.pooled([])["score_min"] is None
+
+
+def _fake_row(path: Path, score: float | None, error: str | None = None) -> dict:
+    ident = batch.file_identity(path)
+    if error:
+        return batch.error_row(str(path), error, ident)
+    row = batch.empty_row(str(path), ident)
+    row.update(score=score, per_frame_scores=[score], per_frame_logits=[0.5],
+               frame_indices=[0], frame_times=[0.0], backend="float32",
+               model_sha256={"content": "a", "distortion": "b", "aggregation": "c"},
+               fps=1, transpose=False, seconds=0.1, **batch.pooled([score]))
+    return row
+
+
+@pytest.mark.parametrize("fmt", batch.FORMATS)
+def test_resume_keeps_good_rows_of_unchanged_files_and_retries_the_rest(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    files = {name: tmp_path / f"{name}.mp4" for name in ("good", "failed", "changed", "cut")}
+    for name, path in files.items():
+        path.write_bytes(name.encode() * 100)
+    out = tmp_path / f"rows.{fmt}"
+    paths = [str(p) for p in files.values()]
+    writer = batch.RowWriter(out, fmt, paths)
+    assert writer.done == set()
+    writer.write(_fake_row(files["good"], 3.5))
+    writer.write(_fake_row(files["failed"], None, "not a readable video"))
+    writer.write(_fake_row(files["changed"], 2.0))
+    writer.close()
+    rows = batch.read_rows(out, fmt)
+    assert [r["path"] for r in rows] == paths[:3]
+    assert rows[0]["per_frame_scores"] == [3.5] and rows[1]["error"] == "not a readable video"
+    assert rows[0]["model_sha256"]["distortion"] == "b"
+    if fmt != "parquet":  # a kill mid-write leaves half a line: resume must cope
+        with open(out, "a") as fh:
+            fh.write('{"path": "' if fmt == "jsonl" else '"cut')
+    files["changed"].write_bytes(b"new content")
+    writer = batch.RowWriter(out, fmt, paths, resume=True)
+    assert writer.done == {str(files["good"])}
+    writer.write(_fake_row(files["failed"], 4.0))
+    writer.close()
+    rows = batch.read_rows(out, fmt)
+    assert [(r["path"], r["score"]) for r in rows] == [(paths[0], 3.5), (paths[1], 4.0)]
+
+
+def test_parquet_journal_keeps_rows_of_a_killed_run(tmp_path):
+    pytest.importorskip("pyarrow")
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"v" * 10)
+    out = tmp_path / "rows.parquet"
+    writer = batch.RowWriter(out, "parquet", [str(video)])
+    writer.write(_fake_row(video, 3.0))
+    # no close(): the process was killed; the journal is readable JSONL
+    journal = out.with_name("rows.parquet.journal.jsonl")
+    assert jsonl(journal)[0]["score"] == 3.0 and not out.exists()
+    writer = batch.RowWriter(out, "parquet", [str(video)], resume=True)
+    assert writer.done == {str(video)}
+    writer.close()
+    assert [r["score"] for r in batch.read_rows(out)] == [3.0] and not journal.exists()
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Short synthetic clips: [0] and [1] differ; the 10 s one is cut for truncation."""
+    from uvq_int8 import synthetic
+
+    root = tmp_path_factory.mktemp("clips")
+    out = [synthetic.write_clip(root / f"clip{i}.mp4", seconds=2, fps=8, seed=10 + i)
+           for i in range(3)]
+    full = synthetic.write_clip(root / "long.mp4", seconds=10, fps=8, seed=3)
+    data = full.read_bytes()
+    cut = root / "cut.mp4"  # faststart: the moov is at the front, so the cut file opens
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    return {"clips": out, "cut": cut}
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory, clips, reference_dir):
+    """The issue's directory: 6 good videos (two named a.mp4), one truncated, one text."""
+    root = tmp_path_factory.mktemp("eight")
+    (root / "x").mkdir()
+    (root / "y").mkdir()
+    (root / "x" / "a.mp4").symlink_to(clips["clips"][0])
+    (root / "y" / "a.mp4").symlink_to(clips["clips"][1])
+    (root / "landscape.mp4").symlink_to(reference_dir / "sample_landscape.mp4")
+    (root / "portrait.mp4").symlink_to(reference_dir / "sample_portrait.mp4")
+    (root / "c.MOV").symlink_to(clips["clips"][2])
+    (root / "y" / "dup.mp4").symlink_to(reference_dir / "sample_portrait.mp4")  # same file
+    (root / "e.mkv").write_bytes(_remux(clips["clips"][2]))
+    (root / "truncated.mp4").symlink_to(clips["cut"])
+    (root / "text.mp4").write_text("this is not a video\n")
+    return root
+
+
+def _remux(src: Path) -> bytes:
+    out = src.with_suffix(".mkv")
+    if not out.exists():
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c", "copy",
+                        str(out)], check=True)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def jobs2_run(built_models, eight, tmp_path_factory):
+    out = tmp_path_factory.mktemp("jobs2") / "rows.jsonl"
+    result = run_uvq([eight, "--format", "jsonl", "--jobs", "2", "--output", out,
+                      "--backend", BACKEND, "--model-dir", built_models])
+    return result, out
+
+
+def test_directory_with_jobs_2_gives_a_row_per_video_and_exit_1(jobs2_run, eight):
+    result, out = jobs2_run
+    assert result.returncode == 1, result.stderr
+    rows = {Path(r["path"]).relative_to(eight).as_posix(): r for r in jsonl(out)}
+    assert sorted(rows) == ["c.MOV", "e.mkv", "landscape.mp4", "portrait.mp4", "text.mp4",
+                            "truncated.mp4", "x/a.mp4", "y/a.mp4"]
+    good = [k for k, r in rows.items() if r["error"] is None]
+    assert len(good) == 7
+    assert rows["x/a.mp4"]["score"] != rows["y/a.mp4"]["score"]
+    assert "text.mp4" in rows["text.mp4"]["error"] and rows["text.mp4"]["score"] is None
+    cut = rows["truncated.mp4"]
+    assert len(cut["per_frame_scores"]) == 10 and "truncated" in cut["warnings"][0]
+    assert cut["frame_times"][:3] == [0.0, 0.125, 0.875] and len(cut["frame_times"]) < 10
+    for row in rows.values():
+        assert row["size"] == os.path.getsize(row["path"]) and len(row["head_sha256"]) == 64
+        assert list(row) == list(batch.COLUMNS) and row["audit"] is None
+    assert "1 failed" in result.stderr and "uvq: failed:" in result.stderr
+
+
+def test_batch_rows_equal_a_single_video_all_stats_run(jobs2_run, eight, built_models):
+    _, out = jobs2_run
+    rows = {Path(r["path"]).name: r for r in jsonl(out)}
+    for name in ("landscape.mp4", "portrait.mp4", "truncated.mp4"):
+        single = run_uvq([eight / name, "--output_all_stats", "--backend", BACKEND,
+                          "--model-dir", built_models])
+        assert single.returncode == 0, single.stderr
+        stats = json.loads(single.stdout)
+        stats["score"] = stats["uvq1p5_score"]
+        for key in COMPARED:
+            assert rows[name][key] == stats[key], (name, key)
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _ffmpeg_in_session(sid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            if b"ffmpeg" in Path(cmd.decode()).name.encode() and os.getsid(int(entry.name)) == sid:
+                found.append(int(entry.name))
+        except (OSError, ValueError, ProcessLookupError):
+            continue
+    return found
+
+
+def test_ctrl_c_keeps_finished_rows_leaves_no_ffmpeg_and_resume_finishes(
+        built_models, eight, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    args = [sys.executable, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())",
+            str(eight), "--format", "jsonl", "--jobs", "2", "--output", str(out),
+            "--backend", BACKEND, "--model-dir", str(built_models)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: out.is_file() and len(out.read_text().splitlines()) >= 1)
+        _wait_for(lambda: _ffmpeg_in_session(proc.pid), timeout=60)  # mid-decode
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr.decode()
+    time.sleep(0.5)
+    assert _ffmpeg_in_session(proc.pid) == []
+    kept = jsonl(out)  # every line whole
+    assert 1 <= len(kept) < 8
+    result = run_uvq(args[3:] + ["--resume"])
+    assert result.returncode == 1
+    rows = jsonl(out)
+    assert sorted(r["path"] for r in rows) == sorted(batch.collect_inputs(str(eight)))
+    assert sum(r["error"] is not None for r in rows) == 1  # only the text file
+    # a second resume scores nothing and retries only the failed file
+    again = run_uvq(args[3:] + ["--resume"])
+    assert "7 already in" in again.stderr and len(jsonl(out)) == 8
+
+
+def test_legacy_lines_from_a_directory_and_stdin(built_models, clips, tmp_path):
+    out = tmp_path / "scores.csv"
+    listing = "\n".join(str(p) for p in clips["clips"][:2]) + "\n"
+    result = run_uvq(["-", "--output", out, "--backend", BACKEND, "--model-dir", built_models],
+                     input=listing)
+    assert result.returncode == 0, result.stderr
+    names = [line.split(",")[0] for line in out.read_text().splitlines()]
+    assert names == ["clip0.mp4", "clip1.mp4"]
+
+
+def test_bad_jobs_and_missing_output_are_one_line_errors(tmp_path):
+    result = run_uvq([tmp_path, "--format", "jsonl"])
+    assert result.returncode != 0 and "--output" in result.stderr
+    result = run_uvq([tmp_path, "--output", tmp_path / "o.jsonl", "--jobs", "0"])
+    assert result.returncode != 0 and "--jobs" in result.stderr
+    result = run_uvq([tmp_path, "--output", tmp_path / "o.jsonl"])
+    assert result.returncode != 0 and "no videos found" in result.stderr
+    for r in (result,):
+        assert "Traceback" not in r.stderr
+
+
+class _FakeModels:
+    """Stands in for runtime.Models: a logit from the frame's mean; fails on one video."""
+
+    threads = 1
+    backend = "fake"
+    sha256 = {"content": "c", "distortion": "d", "aggregation": "a"}
+    paths: dict = {}
+
+    def __init__(self, fail_on_mean: float | None = None):
+        self.fail_on_mean = fail_on_mean
+        self.seen: list[float] = []
+
+    def features(self, frame):
+        mean = float(frame[::8, ::8].mean())
+        self.seen.append(mean)
+        if self.fail_on_mean is not None and abs(mean - self.fail_on_mean) < 1e-9:
+            raise RuntimeError("boom")
+        return mean, None
+
+    def aggregate(self, content, distortion):
+        return content / 100.0, 0.0
+
+
+def test_a_net_failing_mid_video_is_a_row_and_the_next_video_still_scores(clips):
+    from uvq_int8.runtime import scoring
+
+    paths = [str(p) for p in clips["clips"]]
+    spec = batch.WorkerSpec("fake", "", 1, scoring.ScoreOptions(), buffer_frames=2)
+    first: list[dict] = []
+    batch.run_worker(spec, _feeder(paths), first.append,
+                     _FakeModels())
+    assert [r["error"] for r in first] == [None, None, None]
+    # fail on the second frame of the second video
+    probe = _FakeModels()
+    batch.run_worker(spec, _feeder(paths[1:2]), lambda row: None, probe)
+    rows: list[dict] = []
+    batch.run_worker(spec, _feeder(paths), rows.append, _FakeModels(fail_on_mean=probe.seen[1]))
+    assert [r["path"] for r in rows] == paths
+    assert rows[1]["error"] == "RuntimeError: boom" and rows[1]["score"] is None
+    assert rows[0] == {**first[0], "seconds": rows[0]["seconds"]}
+    assert rows[2] == {**first[2], "seconds": rows[2]["seconds"]}
+
+
+def _feeder(paths):
+    pending = iter(paths)
+    return lambda: next(pending, None)
+
+
+def test_uvq_int8_batch_local_csv_and_parquet(built_models, clips, tmp_path):
+    pytest.importorskip("pyarrow")
+    listing = tmp_path / "v.txt"
+    listing.write_text("".join(f"{p}\n" for p in clips["clips"][:2]))
+    rows = {}
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"rows.{fmt}"
+        result = run_uvq_int8(["batch", listing, "--format", fmt, "--output", out, "--quiet",
+                               "--backend", BACKEND, "--model-dir", built_models])
+        assert result.returncode == 0, result.stderr
+        rows[fmt] = batch.read_rows(out)
+        assert [r["path"] for r in rows[fmt]] == [str(p) for p in clips["clips"][:2]]
+    for a, b in zip(rows["csv"], rows["parquet"]):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            {k: v for k, v in b.items() if k != "seconds"}

@@ -1,0 +1,120 @@
+"""Scoring on a Ray cluster with Ray Data (the ``[ray]`` extra); not part of the runtime core.
+
+``score_dataset`` maps a dataset of paths through an actor pool: each actor is a
+``_Scorer`` that loads the models once and scores its batches with the same worker loop as
+``uvq --jobs`` (``batch.run_worker``), so the output has the same rows, failures
+included. Ray schedules the actors and restarts a dead one; its unfinished batches are
+run again, so every path still ends with one row.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Iterator
+
+from uvq_int8 import batch
+from uvq_int8 import config as _config
+from uvq_int8.errors import UserError
+from uvq_int8.runtime import scoring
+
+
+# "0" makes Ray treat the machine as a single node on 127.0.0.1 (ray_constants.ENABLE_RAY_CLUSTER).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayMissingError(UserError):
+    """Ray is not installed."""
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayMissingError("Ray Data is not installed: pip install 'uvq-int8[ray]'") from None
+    return ray
+
+
+class _Scorer:
+    """One Ray actor: the models loaded once, then one call per batch of paths."""
+
+    def __init__(self, spec: batch.WorkerSpec):
+        from uvq_int8.runtime import load_models
+
+        self.spec = spec
+        self.models = load_models(spec.backend, spec.model_dir, spec.threads)
+
+    def __call__(self, paths_batch: dict[str, Any]):
+        paths = iter([str(p) for p in paths_batch["path"]])
+        rows: list[dict] = []
+        batch.run_worker(self.spec, lambda: next(paths, None), rows.append, self.models)
+        return batch.rows_to_table(rows)
+
+
+def make_spec(backend: str | None = None, model_dir: str | None = None,
+              threads_per_actor: int | None = None,
+              options: scoring.ScoreOptions = scoring.ScoreOptions()) -> batch.WorkerSpec:
+    """Backend and model directory by the usual precedence (flag, env, config file)."""
+    cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads_per_actor)
+    threads = threads_per_actor or (cfg.threads.value if cfg.threads.source != "default" else 1)
+    # Actors share their node's cores: one ffmpeg thread each, beside the nets' threads.
+    return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, options,
+                            decode_threads=1)
+
+
+def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = None,
+                  model_dir: str | None = None, concurrency: int = 1,
+                  threads_per_actor: int | None = None,
+                  options: scoring.ScoreOptions = scoring.ScoreOptions(),
+                  spec: batch.WorkerSpec | None = None, batch_size: int = 1):
+    """A lazy Ray dataset of result rows (``batch.COLUMNS``), one per input path.
+
+    ``paths_or_dataset``: paths, or a Ray dataset with a ``path`` column. Each of the
+    ``concurrency`` actors asks Ray for ``threads_per_actor`` CPUs (default 1) and runs
+    the interpreter on that many threads. ``model_dir`` must be readable at the same path
+    on every node. Call ``ray.init`` first to use a cluster; else Ray starts a local one.
+    """
+    ray = _ray()
+    spec = spec or make_spec(backend, model_dir, threads_per_actor, options)
+    if isinstance(paths_or_dataset, ray.data.Dataset):
+        dataset = paths_or_dataset.select_columns(["path"])
+    else:
+        dataset = ray.data.from_items([{"path": str(p)} for p in paths_or_dataset])
+    return dataset.map_batches(
+        _Scorer, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
+        batch_format="numpy", concurrency=max(1, int(concurrency)), num_cpus=spec.threads,
+        # A dead actor is restarted and its unfinished batches are run again.
+        max_restarts=-1, max_task_retries=-1)
+
+
+def iter_rows(paths: list[str], spec: batch.WorkerSpec, concurrency: int = 1,
+              address: str | None = None, progress: bool = True) -> Iterator[dict]:
+    """Rows as they finish, on the cluster at ``address`` (or a local Ray instance)."""
+    if address is None:
+        # A Ray instance of our own serves this machine only: Ray then binds and advertises
+        # 127.0.0.1 instead of looking up the machine's routable address (Ray reads this
+        # variable when it is imported).
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    ray = _ray()
+    started_here = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise UserError(f"cannot start or join {where}: "
+                            f"{str(exc).strip().splitlines()[-1]}") from None
+        started_here = True
+    if not progress:
+        import logging
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray").setLevel(logging.WARNING)
+    try:
+        dataset = score_dataset(paths, spec=spec, concurrency=concurrency)
+        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            yield from table.to_pylist()
+    finally:
+        if started_here:
+            ray.shutdown()
