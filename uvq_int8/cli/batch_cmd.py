@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory holding the backend's model files and manifest.json; with "
                         "--engine ray it must be readable at this path on every node")
     p.add_argument("--threads", type=int, help="interpreter threads per worker")
+    from uvq_int8.cli.score_cmd import add_decoder_argument  # score_cmd imports this module
+
+    add_decoder_argument(p)
     p.add_argument("--fps", type=int, default=1,
                    help="frames per second to sample; -1 scores every frame (default 1)")
     p.add_argument("--transpose", action="store_true", help="rotate every video 90 degrees")

@@ -32,9 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", "--model_dir", dest="model_dir",
                    help="directory holding the backend's .tflite files and manifest.json")
     p.add_argument("--threads", type=int, help="interpreter threads per net")
-    p.add_argument("--decoder", choices=_config.DECODERS,
-                   help="pyav (default): decode only the packets scoring needs, same frames; "
-                        "ffmpeg: upstream's ffmpeg command line")
+    add_decoder_argument(p)
     p.add_argument("--transpose", action="store_true",
                    help="rotate the video 90 degrees before scoring (portrait videos are "
                         "detected and rotated automatically)")
@@ -68,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> runtime.Models:
     cfg = _config.resolve(backend=args.backend, model_dir=args.model_dir, threads=args.threads)
     return runtime.load_models(cfg.backend.value, cfg.model_dir.value, cfg.threads.value)
+
+
+def add_decoder_argument(p: argparse.ArgumentParser) -> None:
+    """``--decoder``, shared by ``uvq`` and ``uvq-int8 batch``."""
+    p.add_argument("--decoder", choices=_config.DECODERS,
+                   help="pyav (default): decode only the packets scoring needs, same frames; "
+                        "ffmpeg: upstream's ffmpeg command line (UVQ_DECODER, config 'decoder')")
 
 
 def _options(args: argparse.Namespace) -> ScoreOptions:
