@@ -1,9 +1,11 @@
 """Effective settings and where each came from.
 
 One precedence chain for every value: command-line flag, then environment
-(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``), then the TOML config
-file (``UVQ_CONFIG``, else ``$XDG_CONFIG_HOME/uvq/config.toml``), then the
-default. The patched upstream host (patches/) follows the same chain.
+(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``, ``UVQ_AUDIT``,
+``UVQ_AUDIT_BUDGET``, ``UVQ_AUDIT_STRICT``), then the TOML config file
+(``UVQ_CONFIG``, else ``$XDG_CONFIG_HOME/uvq/config.toml``), then the
+default. The patched upstream host (patches/) follows the same chain for the
+backend, model directory and threads, and accepts (ignores) the audit keys.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ ENV_MODEL_DIR = "UVQ_MODEL_DIR"
 ENV_THREADS = "UVQ_THREADS"
 ENV_CONFIG = "UVQ_CONFIG"
 DEFAULT_BACKEND = "float32"
-KEYS = ("backend", "model_dir", "threads")
-_ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS}
+ENV_AUDIT = "UVQ_AUDIT"
+ENV_AUDIT_BUDGET = "UVQ_AUDIT_BUDGET"
+ENV_AUDIT_STRICT = "UVQ_AUDIT_STRICT"
+KEYS = ("backend", "model_dir", "threads", "audit", "audit_budget", "audit_strict")
+_ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS,
+        "audit": ENV_AUDIT, "audit_budget": ENV_AUDIT_BUDGET, "audit_strict": ENV_AUDIT_STRICT}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(UserError):
@@ -62,6 +69,11 @@ class Config:
     threads: Setting
     config_file: Path
     config_file_found: bool
+    # The runtime audit (runtime/audit.py): fraction of frames (0 = off), budget (None = report
+    # only), and whether a contradicted promise fails the run.
+    audit: Setting = Setting(0.0, "default")
+    audit_budget: Setting = Setting(None, "default")
+    audit_strict: Setting = Setting(False, "default")
 
     def as_rows(self) -> list[tuple[str, str, str]]:
         return [(key, str(getattr(self, key).value), getattr(self, key).source) for key in KEYS]
@@ -105,8 +117,46 @@ def _threads(value: Any, source: str) -> int:
     return n
 
 
+def _audit(value: Any, source: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"audit from {source} must be a fraction of frames, got "
+                          f"{value!r}") from None
+    if not 0 <= f <= 1:
+        raise ConfigError(f"audit from {source} must be between 0 (off) and 1, got {f}")
+    return f
+
+
+def _audit_budget(value: Any, source: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"audit_budget from {source} must be a logit change, got "
+                          f"{value!r}") from None
+    if not f >= 0 or f == float("inf"):
+        raise ConfigError(f"audit_budget from {source} must be a non-negative number, got {f}")
+    return f
+
+
+def _strict(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"audit_strict from {source} must be true or false, got {value!r}")
+
+
+_PARSE = {"audit": _audit, "audit_budget": _audit_budget, "audit_strict": _strict}
+
+
 def resolve(backend: str | None = None, model_dir: str | Path | None = None,
-            threads: int | None = None, env: Mapping[str, str] | None = None) -> Config:
+            threads: int | None = None, env: Mapping[str, str] | None = None,
+            audit: float | None = None, audit_budget: float | None = None,
+            audit_strict: bool | None = None) -> Config:
     """Apply the precedence chain. Arguments are the command-line flags (None = unset)."""
     env = os.environ if env is None else env
     explicit = env.get(ENV_CONFIG)
@@ -118,9 +168,11 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     if found:
         file_values = read_config_file(cfg_path)
 
-    flags = {"backend": backend, "model_dir": model_dir, "threads": threads}
+    flags = {"backend": backend, "model_dir": model_dir, "threads": threads, "audit": audit,
+             "audit_budget": audit_budget, "audit_strict": audit_strict}
     defaults = {"backend": DEFAULT_BACKEND, "model_dir": default_model_dir(env),
-                "threads": default_threads()}
+                "threads": default_threads(), "audit": 0.0, "audit_budget": None,
+                "audit_strict": False}
     settings: dict[str, Setting] = {}
     for key in KEYS:
         if flags[key] not in (None, ""):
@@ -141,4 +193,8 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     settings["threads"] = Setting(_threads(settings["threads"].value, settings["threads"].source),
                                   settings["threads"].source)
     settings["backend"] = Setting(str(settings["backend"].value).strip(), settings["backend"].source)
-    return Config(settings["backend"], settings["model_dir"], settings["threads"], cfg_path, found)
+    for key, parse in _PARSE.items():
+        settings[key] = Setting(parse(settings[key].value, settings[key].source),
+                                settings[key].source)
+    return Config(settings["backend"], settings["model_dir"], settings["threads"], cfg_path, found,
+                  settings["audit"], settings["audit_budget"], settings["audit_strict"])
