@@ -73,13 +73,20 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
             "logits": logits}
 
 
-def run_backend(clip: Path, backend: str, model_dir: Path, threads: int) -> dict:
+def run_backend(clip: Path, backend: str, model_dir: Path, threads: int,
+                audit: float = 0.0) -> dict:
+    """``backend`` may end in "+audit": then ``uvq``'s runtime audit runs at fraction
+    ``audit`` (the float32 files are loaded beforehand, like the backend's own)."""
     from uvq_int8 import runtime
     from uvq_int8.runtime.scoring import ScoreOptions, score_video
 
+    backend, _, audited = backend.partition("+")
     models = runtime.load_models(backend, model_dir, threads)  # load time is not scored
+    if audited:
+        runtime.load_models("float32", model_dir, threads)
     started = time.perf_counter()
-    result = score_video(str(clip), models, ScoreOptions(fps=1))
+    result = score_video(str(clip), models, ScoreOptions(fps=1),
+                         audit=audit if audited else None)
     return {"seconds": time.perf_counter() - started, "logits": result["per_frame_logits"],
             "score": result["uvq1p5_score"]}
 
@@ -113,7 +120,10 @@ def main() -> int:
     parser.add_argument("--checkpoints", type=Path,
                         help="directory with content_net.pth, distortion_net.pth, "
                              "aggregation_net.pth for the PyTorch reference (skipped if absent)")
-    parser.add_argument("--backends", default="float32,fp16,int8,int8-weight-only,int4,int8-static")
+    parser.add_argument("--backends", default="float32,fp16,int8,int8-weight-only,int4,int8-static",
+                        help="comma list; NAME+audit scores with the runtime audit at --audit")
+    parser.add_argument("--audit", type=float, default=0.05,
+                        help="audit fraction for NAME+audit entries (default 0.05)")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="runs per backend (median kept)")
@@ -136,7 +146,8 @@ def main() -> int:
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.rounds):
         for backend in (names if r % 2 == 0 else names[::-1]):
-            runs[backend].append(run_backend(clip, backend, args.model_dir, args.threads))
+            runs[backend].append(run_backend(clip, backend, args.model_dir, args.threads,
+                                             args.audit))
             print(f"round {r + 1} {backend}: {runs[backend][-1]['seconds']:.2f} s",
                   file=sys.stderr)
     for backend, rs in runs.items():
@@ -168,6 +179,17 @@ def main() -> int:
             r["paired_speedups"] = paired
             print(f"  {name}: {' '.join(f'{x:.2f}' for x in paired)} "
                   f"({float(np.median(paired)):.2f})")
+
+    audited = [n for n in names if n.endswith("+audit") and n.split("+")[0] in runs]
+    if audited:
+        print(f"\nthe audit's cost at F = {args.audit:g} (NAME+audit seconds / NAME seconds - 1, "
+              f"per round, median):")
+        for name in audited:
+            plain = results["backends"][name.split("+")[0]]["all_seconds"]
+            cost = [a / b - 1 for a, b in zip(results["backends"][name]["all_seconds"], plain)]
+            results["backends"][name]["audit_cost"] = cost
+            print(f"  {name}: {' '.join(f'{x:+.1%}' for x in cost)} "
+                  f"({float(np.median(cost)):+.1%})")
 
     if args.memory:
         short = make_clip(args.clips / "testsrc2_1080p30_10s.mp4", 10)

@@ -26,7 +26,8 @@ CHECKPOINTS = {"content": "content_net_proxy.pth", "distortion": "distortion_net
 
 AUTO_FILES = ("content_net_auto.tflite", "distortion_net_auto.tflite",
               "aggregation_net_auto.tflite")
-VALIDATION_FRAMES = 4  # the default is 8; 4 keeps the suite short and still measures
+VALIDATION_FRAMES = 4  # the default is 12; 4 keeps the suite short and still measures
+CONFIRMATION_FRAMES = 19  # the default is 40; 19 is the least a 95% promise can rest on
 
 
 def reference_checkpoints(reference_dir: Path) -> dict[str, Path]:
@@ -41,7 +42,8 @@ def _copy(src: Path, dest: Path) -> Path:
 def _auto_options(reference_dir: Path, out: Path, budget: float | None, **extra):
     return build.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
                               backends="auto", max_logit_delta=budget,
-                              validation_frames=VALIDATION_FRAMES, **extra)
+                              validation_frames=VALIDATION_FRAMES,
+                              confirmation_frames=CONFIRMATION_FRAMES, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +81,28 @@ def test_each_auto_file_says_what_it_is_and_the_build_record_says_why(loose, bui
         assert entry["recipe"] == "auto"
         options = entry["recipe_options"]
         assert options["max_logit_delta"] == 3.0
-        assert options["validation"] == {"source": "synthetic", "frames": VALIDATION_FRAMES,
-                                         "generator": "uvq_int8.synthetic.validation_frames"}
+        validation = options["validation"]
+        assert validation["source"] == "natural" and validation["split"] == "search"
+        assert validation["frames"] == VALIDATION_FRAMES and validation["fraction"] == 0.95
+        assert validation["confirmation"]["split"] == "confirmation"
+        assert validation["confirmation"]["frames"] == CONFIRMATION_FRAMES
+        assert not set(validation["images"]) & set(validation["confirmation"]["images"])
+        assert options["choice"]["promise"] == record["promise"]
         assert options["choice"]["recipe"] == record["choices"][net]["recipe"]
         assert options["choice"]["range_merge"] == record["choices"][net]["range_merge"]
         info = read_model_info(loose.path / f"{net}_net_auto.tflite")
         assert info.quantized_tensors_by_dtype.get("int8", 0) > 100
         assert all(p["dtype"] == "int8" for p in entry["inputs"])
         assert mf.auto_record(loose.manifest, f"{net}_net_auto.tflite") == record
+    # The promise says what it rests on: images and frames of each split, with licences.
+    promise = record["promise"]
+    assert promise["frames"] == CONFIRMATION_FRAMES and promise["rank"] == 1
+    assert promise["images"] == 5 and promise["holds"] and not promise["fallback"]
+    assert promise["bound"] <= 3.0 and promise["max_logit_delta"] >= promise["bound"]
+    basis = record["content_basis"]
+    assert basis["confirmation"]["frames"] == CONFIRMATION_FRAMES
+    assert len(basis["confirmation"]["decoded_sha256"]) == 64
+    assert all(img["licence"] for img in basis["search"]["images"])
     # The head stays float32: the same bytes as the float32 backend's.
     assert (files["aggregation_net_auto.tflite"]["sha256"]
             == files["aggregation_net.tflite"]["sha256"])
@@ -144,12 +160,19 @@ def test_a_tight_budget_is_met_and_verify_confirms_it(build_all, reference_dir, 
     out = _copy(build_all.path, tmp_path / "models")
     code = main(["build", *_ckpt_args(reference_dir), "--out", str(out), "--backend", "auto",
                  "--max-logit-delta", "0.02", "--validation-frames", str(VALIDATION_FRAMES),
-                 "--json"])
+                 "--confirmation-frames", str(CONFIRMATION_FRAMES), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     record = json.loads(captured.out)["auto"]
     assert record["measured"]["logit_delta_max"] <= 0.02
     assert record["max_logit_delta"] == 0.02
+    assert "no --validation-videos" in captured.err
+    # Kept (confirmed) or rejected and replaced by float32: either way the budget holds.
+    promise = record["promise"]
+    assert promise["holds"] and (promise["bound"] <= 0.02 or promise["fallback"])
+    if promise["fallback"]:
+        assert record["labels"] == {"content": "float32", "distortion": "float32"}
+        assert record["rejected"]["confirmation"]["bound"] > 0.02
     code = main(["verify", "--model-dir", str(out), "--backend", "auto", "--frames-npz",
                  str(reference_dir / "golden_frames.npz"), "--no-pytorch", "--runs", "1",
                  "--warmup", "0", "--quiet"])
@@ -207,6 +230,16 @@ def test_validation_videos_are_checked_before_building(reference_dir, tmp_path, 
     assert not (tmp_path / "m").exists()
 
 
+def test_a_confirmation_too_small_for_the_promise_is_refused(reference_dir, tmp_path, capsys):
+    args = ["build", *_ckpt_args(reference_dir), "--out", str(tmp_path / "m"), "--backend",
+            "auto", "--max-logit-delta", "1"]
+    assert main(args + ["--confirmation-frames", "18"]) == 1
+    assert "cannot support a 95% promise: it needs at least 19 frames" in capsys.readouterr().err
+    assert main(args + ["--promise-fraction", "1.5"]) == 1
+    assert "--promise-fraction must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_all_names_auto_only_when_a_budget_is_given(reference_dir, tmp_path):
     options = _auto_options(reference_dir, tmp_path / "m", None)
     plain = build.plan_build(build.BuildOptions(**{**options.__dict__, "backends": "all"}))
@@ -230,21 +263,31 @@ def test_a_changed_budget_rebuilds_the_auto_files_only(loose, tmp_path):
     assert plan.nets_to_convert == []  # the float32 files are current
 
 
-def test_validation_videos_are_decoded_and_recorded(build_all, reference_dir, tmp_path, capsys):
+def test_validation_videos_are_split_by_video_decoded_and_recorded(build_all, reference_dir,
+                                                                    tmp_path, capsys):
     out = _copy(build_all.path, tmp_path / "models")
     videos = [reference_dir / "sample_landscape.mp4", reference_dir / "sample_portrait.mp4"]
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out), "--backend", "auto",
-                 "--max-logit-delta", "3", "--validation-videos", *map(str, videos),
-                 "--validation-frames", "2", "--calibration-frames", "2", "--no-mixed",
-                 "--no-sensitivity", "--json"])
+    args = ["build", *_ckpt_args(reference_dir), "--out", str(out), "--backend", "auto",
+            "--max-logit-delta", "3", "--validation-frames", "2", "--calibration-frames", "2",
+            "--no-mixed", "--no-sensitivity", "--json"]
+    # Two videos: the second confirms, and its 3 frames cannot carry a 95% promise.
+    assert main(args + ["--validation-videos", *map(str, videos)]) == 1
+    err = capsys.readouterr().err
+    assert "sample_portrait.mp4" in err and "gave 3 frames" in err and "needs 19" in err
+    # One video: the search uses it; the confirmation uses the natural clips.
+    code = main(args + ["--validation-videos", str(videos[0]), "--confirmation-frames",
+                        str(CONFIRMATION_FRAMES)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert "no --validation-videos" not in captured.err
     summary = json.loads(captured.out)
     assert summary["conversions"] == [] and summary["auto"]["validation_frames"] == 2
     assert summary["auto"]["sensitivity"] == {}
     validation = mf.load(out).files["distortion_net_auto.tflite"]["recipe_options"]["validation"]
     assert validation["source"] == "videos" and validation["frames"] == 2
-    assert [v["sha256"] for v in validation["videos"]] == [util.sha256_file(v) for v in videos]
+    assert [v["sha256"] for v in validation["videos"]] == [util.sha256_file(videos[0])]
+    assert validation["confirmation"]["source"] == "natural"
+    assert summary["auto"]["content_basis"]["search"]["videos"] == [videos[0].name]
 
 
 def test_a_broken_validation_video_stops_the_build_before_any_work(build_all, reference_dir,
@@ -258,3 +301,22 @@ def test_a_broken_validation_video_stops_the_build_before_any_work(build_all, re
     err = capsys.readouterr().err
     assert code == 1 and "broken.mp4" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written
+
+
+def test_uvq_audits_a_real_auto_build_against_its_own_budget(loose, reference_dir, capsys):
+    from uvq_int8.cli.main import uvq_main
+
+    video = str(reference_dir / "sample_landscape.mp4")
+    common = [video, "--model-dir", str(loose.path), "--output_all_stats", "--quiet"]
+    assert uvq_main(common + ["--backend", "auto", "--audit", "0.2", "--audit-strict"]) == 0
+    audited = json.loads(capsys.readouterr().out)
+    assert uvq_main(common + ["--backend", "auto"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert uvq_main(common + ["--backend", "float32"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    audit = audited["audit"]
+    assert audited["per_frame_logits"] == plain["per_frame_logits"]
+    assert audit["budget"] == 3.0 and audit["exceeded"] is False
+    assert audit["logit_deltas"] == pytest.approx(
+        [abs(plain["per_frame_logits"][i] - ref["per_frame_logits"][i]) for i in audit["frames"]],
+        abs=1e-6)

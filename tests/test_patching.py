@@ -400,6 +400,19 @@ def test_host_follows_the_same_chain_as_uvq_int8_config(host, clean_env, monkeyp
     assert host.num_threads(environ=values) == expected_threads
 
 
+def test_host_accepts_a_config_file_with_the_audit_keys(host, clean_env):
+    """The host does not audit, but a config file shared with uvq may hold the audit keys."""
+    cfg = clean_env / "cfgdir" / "uvq.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[uvq]\nbackend = "fp16"\naudit = 0.05\naudit_budget = 0.1\n'
+                   'audit_strict = true\n')
+    values = env_for(clean_env, UVQ_CONFIG=cfg)
+    assert host.select(environ=values).backend == "fp16" == C.resolve(env=values).backend.value
+    cfg.write_text('[uvq]\nbackend = "fp16"\naudits = 0.05\n')
+    with pytest.raises(host.BackendError, match="unknown key.*audits"):
+        host.select(environ=values)
+
+
 def test_xdg_config_file_is_found(host, clean_env):
     path = clean_env / "xdg-config" / "uvq" / "config.toml"
     path.parent.mkdir(parents=True)

@@ -244,14 +244,40 @@ def test_markdown_and_plot_are_written(full_run):
 
 
 def test_a_tiny_logit_limit_fails_and_names_what_failed(model_dir, reference_dir, capsys):
-    code = main(["verify", "--model-dir", str(model_dir), "--backend", "fp16", "--threads", "2",
-                 "--frames-npz", str(reference_dir / "golden_frames.npz"), "--random-inputs", "0",
-                 "--runs", "1", "--warmup", "0", "--max-logit-delta", "1e-9", "--no-pytorch",
-                 "--quiet"])
+    args = ["verify", "--model-dir", str(model_dir), "--backend", "fp16", "--threads", "2",
+            "--frames-npz", str(reference_dir / "golden_frames.npz"), "--random-inputs", "0",
+            "--runs", "1", "--warmup", "0", "--max-logit-delta", "1e-9", "--no-pytorch",
+            "--quiet"]
+    code = main(args + ["--regression-only"])
     out = capsys.readouterr().out
     assert code == V.EXIT_THRESHOLD
     assert "FAIL backend=fp16 net=aggregation metric=logit_delta_max value=" in out
     assert "limit=1e-09" in out
+    # Without --regression-only the exit follows accuracy: fp16 is accurate (score Δ <= 0.1).
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "accuracy: pass backend=fp16 target: score Δ max <= 0.1 vs float32" in out
+    assert "regression: FAIL backend=fp16" in out
+
+
+def test_accuracy_is_a_score_target_not_the_regression_limit(model_dir, reference_dir, capsys,
+                                                             tmp_path):
+    """int8-static passes its regression limits (logit 2.0, score 4.0) but not a 0.001 score
+    target; the exit status follows accuracy."""
+    report_json = tmp_path / "v.json"
+    code = main(["verify", "--model-dir", str(model_dir), "--backend", "int8-static",
+                 "--threads", "2", "--frames-npz", str(reference_dir / "golden_frames.npz"),
+                 "--random-inputs", "0", "--runs", "1", "--warmup", "0", "--no-pytorch",
+                 "--max-score-delta", "0.0001", "--quiet", "--json", str(report_json)])
+    out = capsys.readouterr().out
+    assert code == V.EXIT_THRESHOLD, out
+    assert "accuracy: FAIL backend=int8-static target: score Δ max <= 0.0001" in out
+    assert "regression: pass backend=int8-static" in out
+    import json
+
+    verdicts = json.loads(report_json.read_text())["backends"]["int8-static"]["verdicts"]
+    assert verdicts["accuracy"]["passed"] is False and verdicts["regression"]["passed"] is True
 
 
 def _copy_models(model_dir: Path, dest: Path) -> Path:

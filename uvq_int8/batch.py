@@ -190,6 +190,8 @@ def result_row(path: str, identity: FileIdentity | None, results: Mapping[str, A
         "transpose": results["transpose"],
         "seconds": results["seconds"],
         "warnings": list(warnings),
+        # The audit entry (runtime/audit.py) as JSON text, in every format; null when off.
+        "audit": json.dumps(results["audit"]) if results.get("audit") else None,
     })
     return row
 
@@ -212,6 +214,8 @@ class WorkerSpec:
     options: scoring.ScoreOptions
     buffer_frames: int = BUFFER_FRAMES
     decode_threads: int | None = None  # ffmpeg threads; None: the cores the nets leave free
+    audit: float = 0.0  # fraction of frames also scored with float32 (runtime/audit.py)
+    audit_budget: float | None = None
 
 
 _DONE = object()
@@ -358,7 +362,8 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
             try:
                 results = scoring.score_video(item.path, models, spec.options, info=item.info,
                                               frames=_frames_of(prefetch, finish),
-                                              stats=item.stats)
+                                              stats=item.stats, audit=spec.audit,
+                                              audit_budget=spec.audit_budget)
             except _VideoFailed as exc:
                 failed = exc.failed
                 emit(error_row(item.path, failure_message(failed.exc), item.identity,

@@ -1,9 +1,11 @@
 """Effective settings and where each came from.
 
 One precedence chain for every value: command-line flag, then environment
-(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``, ``UVQ_DECODER``), then the TOML config
-file (``UVQ_CONFIG``, else ``$XDG_CONFIG_HOME/uvq/config.toml``), then the
-default. The patched upstream host (patches/) follows the same chain.
+(``UVQ_BACKEND``, ``UVQ_MODEL_DIR``, ``UVQ_THREADS``, ``UVQ_DECODER``, ``UVQ_AUDIT``,
+``UVQ_AUDIT_BUDGET``, ``UVQ_AUDIT_STRICT``), then the TOML config file
+(``UVQ_CONFIG``, else ``$XDG_CONFIG_HOME/uvq/config.toml``), then the
+default. The patched upstream host (patches/) follows the same chain for the
+backend, model directory and threads, and accepts (ignores) the decoder and audit keys.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ DEFAULT_BACKEND = "float32"
 # "pyav": uvq_int8.runtime.pyav_decoder (packet-level, same frames); "ffmpeg": the command line.
 DECODERS = ("pyav", "ffmpeg")
 DEFAULT_DECODER = "pyav"
-KEYS = ("backend", "model_dir", "threads", "decoder")
+ENV_AUDIT = "UVQ_AUDIT"
+ENV_AUDIT_BUDGET = "UVQ_AUDIT_BUDGET"
+ENV_AUDIT_STRICT = "UVQ_AUDIT_STRICT"
+KEYS = ("backend", "model_dir", "threads", "decoder", "audit", "audit_budget", "audit_strict")
 _ENV = {"backend": ENV_BACKEND, "model_dir": ENV_MODEL_DIR, "threads": ENV_THREADS,
-        "decoder": ENV_DECODER}
+        "decoder": ENV_DECODER, "audit": ENV_AUDIT, "audit_budget": ENV_AUDIT_BUDGET,
+        "audit_strict": ENV_AUDIT_STRICT}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(UserError):
@@ -68,6 +75,11 @@ class Config:
     config_file: Path
     config_file_found: bool
     decoder: Setting = Setting(DEFAULT_DECODER, "default")
+    # The runtime audit (runtime/audit.py): fraction of frames (0 = off), budget (None = report
+    # only), and whether a contradicted promise fails the run.
+    audit: Setting = Setting(0.0, "default")
+    audit_budget: Setting = Setting(None, "default")
+    audit_strict: Setting = Setting(False, "default")
 
     def as_rows(self) -> list[tuple[str, str, str]]:
         return [(key, str(getattr(self, key).value), getattr(self, key).source) for key in KEYS]
@@ -119,9 +131,46 @@ def _decoder(value: Any, source: str) -> str:
     return name
 
 
+def _audit(value: Any, source: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"audit from {source} must be a fraction of frames, got "
+                          f"{value!r}") from None
+    if not 0 <= f <= 1:
+        raise ConfigError(f"audit from {source} must be between 0 (off) and 1, got {f}")
+    return f
+
+
+def _audit_budget(value: Any, source: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"audit_budget from {source} must be a logit change, got "
+                          f"{value!r}") from None
+    if not f >= 0 or f == float("inf"):
+        raise ConfigError(f"audit_budget from {source} must be a non-negative number, got {f}")
+    return f
+
+
+def _strict(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"audit_strict from {source} must be true or false, got {value!r}")
+
+
+_PARSE = {"decoder": _decoder, "audit": _audit, "audit_budget": _audit_budget, "audit_strict": _strict}
+
+
 def resolve(backend: str | None = None, model_dir: str | Path | None = None,
             threads: int | None = None, env: Mapping[str, str] | None = None,
-            decoder: str | None = None) -> Config:
+            decoder: str | None = None, audit: float | None = None,
+            audit_budget: float | None = None, audit_strict: bool | None = None) -> Config:
     """Apply the precedence chain. Arguments are the command-line flags (None = unset)."""
     env = os.environ if env is None else env
     explicit = env.get(ENV_CONFIG)
@@ -133,9 +182,11 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     if found:
         file_values = read_config_file(cfg_path)
 
-    flags = {"backend": backend, "model_dir": model_dir, "threads": threads, "decoder": decoder}
+    flags = {"backend": backend, "model_dir": model_dir, "threads": threads, "decoder": decoder,
+             "audit": audit, "audit_budget": audit_budget, "audit_strict": audit_strict}
     defaults = {"backend": DEFAULT_BACKEND, "model_dir": default_model_dir(env),
-                "threads": default_threads(), "decoder": DEFAULT_DECODER}
+                "threads": default_threads(), "decoder": DEFAULT_DECODER, "audit": 0.0,
+                "audit_budget": None, "audit_strict": False}
     settings: dict[str, Setting] = {}
     for key in KEYS:
         if flags[key] not in (None, ""):
@@ -156,7 +207,9 @@ def resolve(backend: str | None = None, model_dir: str | Path | None = None,
     settings["threads"] = Setting(_threads(settings["threads"].value, settings["threads"].source),
                                   settings["threads"].source)
     settings["backend"] = Setting(str(settings["backend"].value).strip(), settings["backend"].source)
-    settings["decoder"] = Setting(_decoder(settings["decoder"].value, settings["decoder"].source),
-                                  settings["decoder"].source)
+    for key, parse in _PARSE.items():
+        settings[key] = Setting(parse(settings[key].value, settings[key].source),
+                                settings[key].source)
     return Config(settings["backend"], settings["model_dir"], settings["threads"], cfg_path, found,
-                  settings["decoder"])
+                  decoder=settings["decoder"], audit=settings["audit"],
+                  audit_budget=settings["audit_budget"], audit_strict=settings["audit_strict"])

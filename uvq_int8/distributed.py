@@ -53,13 +53,15 @@ class _Scorer:
 
 def make_spec(backend: str | None = None, model_dir: str | None = None,
               threads_per_actor: int | None = None,
-              options: scoring.ScoreOptions = scoring.ScoreOptions()) -> batch.WorkerSpec:
-    """Backend and model directory by the usual precedence (flag, env, config file)."""
+              options: scoring.ScoreOptions = scoring.ScoreOptions(), audit: float = 0.0,
+              audit_budget: float | None = None) -> batch.WorkerSpec:
+    """Backend and model directory by the usual precedence (flag, env, config file);
+    ``audit``: the fraction of frames also scored with float32 (runtime/audit.py)."""
     cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads_per_actor)
     threads = threads_per_actor or (cfg.threads.value if cfg.threads.source != "default" else 1)
     # Actors share their node's cores: one ffmpeg thread each, beside the nets' threads.
     return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, options,
-                            decode_threads=1)
+                            decode_threads=1, audit=audit, audit_budget=audit_budget)
 
 
 def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = None,

@@ -13,8 +13,8 @@ Importing this package imports no torch; the modules that need the ``build`` ext
 - ``nets``: the three nets in PyTorch; ``proxy``: seeded proxy checkpoints for the demo.
 """
 
-from uvq_int8.build.options import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_VALIDATION_FRAMES,
-                                    MEMORY_BOUND_BYTES, BuildError, BuildOptions, BuildPlan,
+from uvq_int8.build.options import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
+                                    DEFAULT_VALIDATION_FRAMES, MEMORY_BOUND_BYTES, BuildError, BuildOptions, BuildPlan,
                                     BuildSummary, CheckpointMissingError, FileJob, FileResult,
                                     NullReporter, Reporter)
 from uvq_int8.backends import buildable_backends  # what "all" means to build
@@ -23,7 +23,8 @@ from uvq_int8.build.plan import (check_budget, plan_build, require_budget, requi
 from uvq_int8.build.sources import CHECKPOINT_NAMES, default_out_dir, resolve_checkpoints
 from uvq_int8.build.stages import build
 
-__all__ = ["CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_VALIDATION_FRAMES",
+__all__ = ["CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_CONFIRMATION_FRAMES",
+           "DEFAULT_VALIDATION_FRAMES",
            "MEMORY_BOUND_BYTES", "BuildError", "BuildOptions", "BuildPlan", "BuildSummary",
            "CheckpointMissingError", "FileJob", "FileResult", "NullReporter", "Reporter", "build",
            "buildable_backends", "check_budget", "default_out_dir", "plan_build",

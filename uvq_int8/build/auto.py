@@ -25,7 +25,10 @@ from uvq_int8.build import sensitivity as S
 from uvq_int8.build.calibration import RANGE_MERGES, FrameRanges
 from uvq_int8.backends import AUTO, RECIPES
 
-AUTO_VERSION = 1
+# 2: chosen on natural search frames and confirmed once on confirmation frames from other
+# images (runtime/promise.py); the record holds the promise. 1: chosen and measured on the
+# same (synthetic) frames, with no promise.
+AUTO_VERSION = 2
 # Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
 # dequantized at load and run as float32 compute, so float32 wins a tie with them.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
@@ -138,6 +141,25 @@ class AutoResult:
     trials: list[JointTrial]
     sensitivity: dict[str, S.SensitivityTable] = field(default_factory=dict)
     seconds: float = 0.0
+    # Set by the confirmation (runtime/promise.py): the promise, and the searched choice when the
+    # confirmation rejected it and float32 was taken instead.
+    promise: Any = None
+    rejected: dict[str, Any] | None = None
+    content_basis: dict[str, Any] | None = None  # what the search and confirmation frames are
+
+    def fall_back_to_float32(self, failed: Any) -> None:
+        """The searched choice missed the budget on the confirmation frames: take float32
+        on both backbones (logit change 0 by definition), keeping the rejected choice."""
+        from uvq_int8.runtime import promise as P
+
+        self.rejected = {"labels": {net: c.label for net, c in self.choices.items()},
+                         "choices": {net: c.as_dict() for net, c in self.choices.items()},
+                         "search_logit_delta_max": self.measurement.logit_delta_max,
+                         "confirmation": failed.as_dict()}
+        self.content = self.distortion = NetChoice("float32")
+        self.measurement = S.Measurement(0.0, 0.0, {net: 0.0 for net in S.BACKBONES})
+        self.modelled_ms = {**self.modelled_ms, "chosen": self.modelled_ms["float32"]}
+        self.promise = P.float32_fallback(failed)
 
     @property
     def choices(self) -> dict[str, NetChoice]:
@@ -163,13 +185,17 @@ class AutoResult:
             "trials": [asdict(t) for t in self.trials],
             "sensitivity": {net: t.as_dict() for net, t in self.sensitivity.items()},
             "seconds": round(self.seconds, 1),
+            "promise": self.promise.as_dict() if self.promise is not None else None,
+            "rejected": self.rejected,
+            "content_basis": self.content_basis,
         }
 
     def recipe_options(self, net: str) -> dict[str, Any]:
         """What the manifest records for ``net``'s auto file (enough to make it again)."""
         return {"auto_version": AUTO_VERSION, "max_logit_delta": self.budget,
                 "validation_frames": self.frames, **self.choices[net].as_dict(),
-                "measured_logit_delta_max": self.measurement.logit_delta_max}
+                "measured_logit_delta_max": self.measurement.logit_delta_max,
+                "promise": self.promise.as_dict() if self.promise is not None else None}
 
     def summary(self) -> str:
         return describe(self.as_dict())
@@ -178,12 +204,23 @@ class AutoResult:
 def describe(record: Mapping[str, Any]) -> str:
     """One line for a search record (``AutoResult.as_dict()``, as the manifest keeps it)."""
     m = record["measured"]
-    return (f"auto: content {record['labels']['content']}, distortion "
+    text = (f"auto: content {record['labels']['content']}, distortion "
             f"{record['labels']['distortion']}: logit Δ max {m['logit_delta_max']:.4f} "
-            f"(mean {m['logit_delta_mean']:.4f}) on {record['validation_frames']} validation "
+            f"(mean {m['logit_delta_mean']:.4f}) on {record['validation_frames']} search "
             f"frames, budget {record['max_logit_delta']:g}; modelled "
             f"{record['modelled_speedup']:.2f}x float32 end to end; search "
             f"{record['seconds']:.0f} s")
+    if record.get("auto_version", 1) < 2:
+        return text + ("; built by auto version 1: chosen and measured on the same synthetic "
+                       "frames, no promise (rebuild for one)")
+    if record.get("rejected"):
+        text += (f"; rejected on confirmation: content {record['rejected']['labels']['content']}"
+                 f", distortion {record['rejected']['labels']['distortion']}")
+    if record.get("promise"):
+        from uvq_int8.runtime import promise as P
+
+        text += "; promise: " + P.Promise.from_dict(record["promise"]).sentence()
+    return text
 
 
 # --------------------------------------------------------------------------- search

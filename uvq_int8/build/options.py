@@ -18,7 +18,11 @@ from uvq_int8.runtime import manifest as mf
 DEFAULT_CALIBRATION_FRAMES = 16
 
 
-DEFAULT_VALIDATION_FRAMES = 8  # held-out frames the auto search measures on
+DEFAULT_VALIDATION_FRAMES = 12  # search frames the auto search chooses on
+
+
+# Confirmation frames: 40 gives the 2nd largest error as the 95% bound (19 is the least).
+DEFAULT_CONFIRMATION_FRAMES = 40
 
 
 # What a build may hold at once (this process plus conversion workers): the design target
@@ -70,6 +74,10 @@ class BuildOptions:
     validation_frames: int = DEFAULT_VALIDATION_FRAMES
     validation_source: FrameSource | None = None
     validation_source_name: str = "custom"
+    # The confirmation (runtime/promise.py): frames from images the search never saw, and
+    # the promised fraction of frames within the budget.
+    confirmation_frames: int = DEFAULT_CONFIRMATION_FRAMES
+    promise_fraction: float = 0.95
     # Grow int8/float mixes from the per-op-group sensitivity table when full int8 is over
     # budget; the table is measured for the manifest and the verify report either way.
     auto_mixed: bool = True

@@ -119,6 +119,15 @@ def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
     if options.validation_frames < 1:
         raise BuildError(f"--validation-frames must be at least 1, got "
                          f"{options.validation_frames}")
+    from uvq_int8.runtime import promise
+
+    fraction = options.promise_fraction
+    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise BuildError(f"--promise-fraction must be between 0 and 1, got {fraction}")
+    needed = promise.frames_needed(fraction)
+    if options.confirmation_frames < needed:
+        raise BuildError(f"--confirmation-frames {options.confirmation_frames} cannot support a "
+                         f"{fraction:.0%} promise: it needs at least {needed} frames")
     calibration = {Path(v).expanduser().resolve() for v in options.calibration_videos}
     for video in options.validation_videos:
         video = Path(video).expanduser()

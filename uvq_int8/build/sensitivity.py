@@ -242,10 +242,13 @@ class HeldOut:
         return self.measure_features(self.features("content", content),
                                      self.features("distortion", distortion))
 
+    def logit_deltas(self, content: np.ndarray, distortion: np.ndarray) -> np.ndarray:
+        """Per-frame |logit - float32 logit| for the given features."""
+        return np.abs(self._logits(content, distortion) - self.reference_logits)
+
     def measure_features(self, content: np.ndarray, distortion: np.ndarray) -> Measurement:
         feats = {"content": content, "distortion": distortion}
-        delta = np.abs(self._logits(feats["content"], feats["distortion"])
-                       - self.reference_logits)
+        delta = self.logit_deltas(feats["content"], feats["distortion"])
         errors = {}
         for net, f in feats.items():
             ref = self.reference[net].reshape(len(f), -1)

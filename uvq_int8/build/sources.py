@@ -84,11 +84,33 @@ def _calibration_description(options: BuildOptions) -> dict[str, Any]:
                                "uvq_int8.synthetic.calibration_frames")
 
 
+def _search_videos(options: BuildOptions) -> tuple[list[Path], list[Path]]:
+    """Validation videos split by video: 1st, 3rd, ... search; 2nd, 4th, ... confirmation
+    (one video: the search only; confirmation then uses the natural clips)."""
+    paths = [Path(v).expanduser() for v in options.validation_videos]
+    if len(paths) < 2:
+        return paths, []
+    return paths[0::2], paths[1::2]
+
+
 def _validation_description(options: BuildOptions) -> dict[str, Any]:
-    return _frames_description(options.validation_videos, options.validation_frames,
-                               options.validation_source is not None,
-                               options.validation_source_name,
-                               "uvq_int8.synthetic.validation_frames")
+    """The search frames (natural clips by default) and the confirmation frames."""
+    from uvq_int8.build import natural
+
+    search_videos, confirm_videos = _search_videos(options)
+    if search_videos or options.validation_source is not None:
+        out = _frames_description(search_videos, options.validation_frames,
+                                  options.validation_source is not None,
+                                  options.validation_source_name, "")
+    else:
+        out = natural.description("search", options.validation_frames)
+    if confirm_videos:
+        out["confirmation"] = _frames_description(confirm_videos, options.confirmation_frames,
+                                                  False, "", "")
+    else:
+        out["confirmation"] = natural.description("confirmation", options.confirmation_frames)
+    out["fraction"] = options.promise_fraction
+    return out
 
 
 def _frames_description(videos: Sequence[Path], n: int, custom: bool, custom_name: str,
@@ -192,11 +214,15 @@ class FrameSources:
         self.source: FrameSource | None = None
         self.record: dict[str, Any] | None = None
         self._validation: list[Any] | None = None  # held-out frames of the auto search
+        self.content_basis: dict[str, Any] = {}   # what the search/confirmation frames are
+        self._confirmation: tuple[list[Any], int, str] | None = None
 
     def prepare(self) -> None:
         options = self.options
         if self.plan.auto_jobs and options.validation_videos:
             self.validation()
+            if _search_videos(options)[1]:
+                self.confirmation()
         if not any(j.options.get("calibration") for j in self.plan.to_build):
             return
         if not options.calibration_videos:
@@ -233,19 +259,66 @@ class FrameSources:
         return self._validation
 
     def _validation_frames(self) -> list[Any]:
+        """The search frames (recorded in ``self.content_basis["search"]``)."""
         options = self.options
         n = options.validation_frames
-        if options.validation_videos:
-            store = _FrameStore(self.tmp / "validation")
-            store.directory.mkdir(exist_ok=True)
-            _decode_videos(options.validation_videos, n, store)
-            return list(store)
+        search_videos, _ = _search_videos(options)
+        if search_videos:
+            frames = self._video_frames(search_videos, n, "validation")
+            self.content_basis["search"] = {"source": "videos", "frames": len(frames),
+                                            "images": len(search_videos),
+                                            "videos": [p.name for p in search_videos]}
+            return frames
         if options.validation_source is not None:
             frames = list(itertools.islice(options.validation_source(n), n))
+            self.content_basis["search"] = {"source": options.validation_source_name,
+                                            "frames": len(frames)}
         else:
-            from uvq_int8.synthetic import validation_frames
+            from uvq_int8.build import natural
 
-            frames = list(validation_frames(n))
+            made = natural.make_set("search", n, self.tmp)
+            frames = made.frames
+            self.content_basis["search"] = made.record()
         if not frames:
             raise BuildError("the validation frame source gave no frames")
         return frames
+
+    def _video_frames(self, videos: Sequence[Path], n: int, name: str) -> list[Any]:
+        store = _FrameStore(self.tmp / name)
+        store.directory.mkdir(exist_ok=True)
+        _decode_videos(videos, n, store)
+        return list(store)
+
+    def confirmation(self) -> tuple[list[Any], int, str]:
+        """(frames, independent images or videos, what they are) for the promise
+        (runtime/promise.py): frames from images or videos the search never saw."""
+        if self._confirmation is None:
+            self._confirmation = self._confirmation_frames()
+        return self._confirmation
+
+    def _confirmation_frames(self) -> tuple[list[Any], int, str]:
+        from uvq_int8.runtime.promise import frames_needed
+
+        options = self.options
+        _, confirm_videos = _search_videos(options)
+        if confirm_videos:
+            frames = self._video_frames(confirm_videos, options.confirmation_frames,
+                                        "confirmation")
+            needed = frames_needed(options.promise_fraction)
+            if len(frames) < needed:
+                raise VideoError(
+                    f"the confirmation videos ({', '.join(p.name for p in confirm_videos)}: "
+                    f"the 2nd, 4th, ... --validation-videos) gave {len(frames)} frames at 1 "
+                    f"fps; a {options.promise_fraction:.0%} promise needs {needed}: give more "
+                    f"or longer videos")
+            self.content_basis["confirmation"] = {
+                "source": "videos", "frames": len(frames), "images": len(confirm_videos),
+                "videos": [p.name for p in confirm_videos]}
+            return frames, len(confirm_videos), "your confirmation videos (" + ", ".join(
+                p.name for p in confirm_videos) + ")"
+        from uvq_int8.build import natural
+
+        made = natural.make_set("confirmation", options.confirmation_frames, self.tmp)
+        self.content_basis["confirmation"] = made.record()
+        return (made.frames, len(made.images),
+                "natural clips from photographs (" + ", ".join(made.images) + ")")

@@ -26,7 +26,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from uvq_int8.backends import NETS
 from uvq_int8.build.calibration import Calibration
@@ -253,12 +253,21 @@ class _Builder:
                                         "failed", f"auto search: {exc}",
                                         float32_size=self.float32_sizes.get(job.net)))
             return
-        self.auto_record = result.as_dict()
+        try:
+            made = {net: auto.make_model(result.choices[net], float_models[net], ranges[net])
+                    for net in S.BACKBONES}
+        except quantize.QuantizationError as exc:
+            made = {}
+            failure = str(exc)
+        if made:
+            self.confirm(result, made, float_models, say)
         for net, job in jobs.items():
             choice = result.choices[net]
             try:
                 say(f"writing {choice.label}")
-                data = auto.make_model(choice, float_models[net], ranges[net])
+                if not made:
+                    raise quantize.QuantizationError(failure)
+                data = made[net]
                 info = read_model_info(data)
                 auto.check_choice(choice, info)
                 inputs, outputs = _io_ports(net, info)
@@ -269,6 +278,30 @@ class _Builder:
                 continue
             options_with_choice = {**job.options, "choice": result.recipe_options(net)}
             self._write(job, data, info, inputs, outputs, options_with_choice)
+
+    def confirm(self, result, made: dict[str, bytes], float_models: Mapping[str, bytes],
+                say: Callable[[str], None]) -> None:
+        """Confirm the searched choice once on the confirmation frames (runtime/promise.py);
+        on a miss, fall back to float32 and replace ``made`` with the float32 bytes."""
+        from uvq_int8.runtime import promise
+
+        options = self.plan.options
+        say("making the confirmation frames")
+        frames, images, content = self.frames.confirmation()
+        say(f"confirming {result.content.label} / {result.distortion.label} on "
+            f"{len(frames)} frames")
+        models = {net: (None if result.choices[net].recipe == "float32" else made[net])
+                  for net in made}
+        deltas = promise.confirmation_deltas(self.float_paths, frames, models, options.threads)
+        found = promise.confirm(deltas, float(options.max_logit_delta), images, content,
+                                options.promise_fraction)
+        result.content_basis = dict(self.frames.content_basis)
+        if found.holds:
+            result.promise = found
+        else:
+            result.fall_back_to_float32(found)
+            made.update({net: bytes(float_models[net]) for net in made})
+        self.auto_record = result.as_dict()
 
     def _write(self, job: FileJob, data: bytes, info, inputs: list[dict],
                outputs: list[dict], recipe_options: dict[str, Any] | None = None) -> None:

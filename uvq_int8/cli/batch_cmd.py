@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable
 
@@ -51,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory holding the backend's model files and manifest.json; with "
                         "--engine ray it must be readable at this path on every node")
     p.add_argument("--threads", type=int, help="interpreter threads per worker")
-    from uvq_int8.cli.score_cmd import add_decoder_argument  # score_cmd imports this module
+    # score_cmd imports this module
+    from uvq_int8.cli.score_cmd import add_audit_arguments, add_decoder_argument
 
     add_decoder_argument(p)
     p.add_argument("--fps", type=int, default=1,
@@ -61,19 +63,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not rotate portrait videos automatically")
     p.add_argument("--ffmpeg-path", "--ffmpeg_path", dest="ffmpeg_path", default="ffmpeg")
     p.add_argument("--ffprobe-path", "--ffprobe_path", dest="ffprobe_path", default="ffprobe")
+    add_audit_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _config_of(args: argparse.Namespace) -> _config.Config:
+    from uvq_int8.cli.score_cmd import _config_of
+
+    return _config_of(args)
 
 
 def _spec(args: argparse.Namespace) -> batch.WorkerSpec:
     from uvq_int8.cli.score_cmd import _options
 
     jobs = max(1, args.jobs or 1)
-    cfg = _config.resolve(backend=args.backend, model_dir=args.model_dir, threads=args.threads)
+    cfg = _config_of(args)
     threads = cfg.threads.value
     if cfg.threads.source == "default":
         threads = batch.default_threads_per_worker(jobs)
     return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, _options(args),
-                            decode_threads=batch.decode_threads_per_worker(jobs, threads))
+                            decode_threads=batch.decode_threads_per_worker(jobs, threads),
+                            audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
 
 
 def _paths(spec: str) -> list[str]:
@@ -86,10 +96,12 @@ def _paths(spec: str) -> list[str]:
 def _score(args: argparse.Namespace, paths: list[str],
            writer, engine: Callable[[list[str], Callable[[dict], None]], None]) -> int:
     from uvq_int8.cli.score_cmd import _progress
+    from uvq_int8.runtime.audit import EXIT_AUDIT_EXCEEDED, warning
 
     todo = [p for p in paths if p not in writer.done]
     skipped = len(paths) - len(todo)
     failures: list[dict] = []
+    exceeded: list[str] = []
 
     with _progress(not args.quiet) as progress:
         task = progress.add_task("videos", total=len(todo))
@@ -98,6 +110,9 @@ def _score(args: argparse.Namespace, paths: list[str],
             writer.write(row)
             if row.get("error") is not None:
                 failures.append(row)
+            audit = json.loads(row["audit"]) if row.get("audit") else None
+            if audit and audit.get("exceeded"):
+                exceeded.append(warning(audit, row["path"]))
             progress.advance(task)
 
         try:
@@ -112,7 +127,11 @@ def _score(args: argparse.Namespace, paths: list[str],
           file=sys.stderr)
     for row in failures:
         print(f"uvq: failed: {row['path']}: {row['error']}", file=sys.stderr)
-    return 1 if failures else 0
+    for message in exceeded:
+        print(message, file=sys.stderr)
+    if failures:
+        return 1
+    return EXIT_AUDIT_EXCEEDED if exceeded and _config_of(args).audit_strict.value else 0
 
 
 def _writer(args: argparse.Namespace, paths: list[str]):
@@ -152,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
     from uvq_int8 import distributed
     from uvq_int8.cli.score_cmd import _options
 
-    spec = distributed.make_spec(args.backend, args.model_dir, args.threads, _options(args))
+    cfg = _config_of(args)
+    spec = distributed.make_spec(args.backend, args.model_dir, args.threads, _options(args),
+                                 audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
     writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
 
     def ray_engine(todo: list[str], on_row: Callable[[dict], None]) -> None:

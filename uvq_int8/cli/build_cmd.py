@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from uvq_int8.backends import NETS
-from uvq_int8.build import DEFAULT_CALIBRATION_FRAMES, DEFAULT_VALIDATION_FRAMES
+from uvq_int8.build import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
+                            DEFAULT_VALIDATION_FRAMES)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,15 +41,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     search = p.add_argument_group(
         "auto backend (--backend auto): the fastest configuration within a logit budget")
     search.add_argument("--max-logit-delta", type=float, metavar="D",
-                        help="the budget: largest change of the aggregation logit allowed on "
-                             "the validation frames (score = 3 + 2*tanh(logit), so the score "
-                             "moves at most 2*D); required for auto")
+                        help="the budget: the per-frame change of the aggregation logit "
+                             "(score = 3 + 2*tanh(logit), so the score moves at most 2*D) that "
+                             "at least --promise-fraction of frames must stay within; required "
+                             "for auto")
     search.add_argument("--validation-videos", nargs="+", metavar="VIDEO", default=[],
-                        help="videos to measure candidates on (1 frame per second; not the "
-                             "calibration videos); default: built-in synthetic validation frames")
+                        help="your own content, the real basis of the promise (1 frame per "
+                             "second; not the calibration videos): split by video, the 1st, "
+                             "3rd, ... for the search and the 2nd, 4th, ... for the "
+                             "confirmation; default: natural clips made from photographs")
     search.add_argument("--validation-frames", type=int, default=DEFAULT_VALIDATION_FRAMES,
-                        metavar="N", help=f"number of validation frames "
+                        metavar="N", help=f"number of search frames "
                                           f"(default {DEFAULT_VALIDATION_FRAMES})")
+    search.add_argument("--confirmation-frames", type=int, default=DEFAULT_CONFIRMATION_FRAMES,
+                        metavar="N", help=f"number of confirmation frames, from images (or "
+                                          f"videos) the search never saw; at least 19 for a "
+                                          f"95%% promise (default "
+                                          f"{DEFAULT_CONFIRMATION_FRAMES})")
+    search.add_argument("--promise-fraction", type=float, default=0.95, metavar="P",
+                        help="the promise: at least this fraction of frames within D "
+                             "(default 0.95)")
     search.add_argument("--no-mixed", dest="auto_mixed", action="store_false",
                         help="do not try int8 with some op groups left float (whole nets only)")
     search.add_argument("--no-sensitivity", dest="sensitivity", action="store_false",
@@ -82,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
         calibration_frames=args.calibration_frames, max_logit_delta=args.max_logit_delta,
         validation_videos=[Path(v).expanduser() for v in args.validation_videos],
         validation_frames=args.validation_frames, auto_mixed=args.auto_mixed,
-        sensitivity=args.sensitivity, **extra)
+        sensitivity=args.sensitivity, confirmation_frames=args.confirmation_frames,
+        promise_fraction=args.promise_fraction, **extra)
+    if args.max_logit_delta is not None and not args.validation_videos:
+        print("uvq-int8: warning: no --validation-videos: the auto choice and its promise rest "
+              "on natural clips made from a few photographs, not on your content; give your "
+              "own videos for a promise about them", file=sys.stderr)
 
     from rich.console import Console
 

@@ -14,9 +14,12 @@ from uvq_int8.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = ("Exit status: 0 all limits met, 1 an error (missing or corrupt model file, bad "
-                "input), 3 a backend exceeded a limit (each printed as a FAIL line). Default "
-                "limits per backend and the JSON schema are in docs/backends.md.")
+    p.epilog = ("Two verdicts per backend: accuracy (score change against float32 within "
+                "--max-score-delta, default 0.1; for auto, the build's promise) and regression "
+                "(within the limits the build's measurements set). Exit status: 0 accurate, "
+                "1 an error (missing or corrupt model file, bad input), 3 a backend failed "
+                "accuracy (with --regression-only: exceeded a regression limit, each printed "
+                "as a FAIL line). See docs/backends.md.")
     g = p.add_argument_group("what to verify")
     g.add_argument("--backend", action="append", metavar="NAME",
                    help="backend to verify (repeatable, or comma-separated; a per-net mix "
@@ -57,11 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runs", type=int, default=5, help="timed runs per net (default 5)")
     g.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     g = p.add_argument_group("limits")
-    g.add_argument("--max-logit-delta", type=float, metavar="X",
-                   help="largest end-to-end logit difference allowed, for every backend "
-                        "(replaces the per-backend defaults)")
     g.add_argument("--max-score-delta", type=float, metavar="Y",
-                   help="largest end-to-end score difference allowed, for every backend")
+                   help="accuracy target: largest per-frame score change against float32 "
+                        "(1-5 scale) for every backend, auto included (default 0.1; auto: "
+                        "the build's promise)")
+    g.add_argument("--max-logit-delta", type=float, metavar="X",
+                   help="regression limit: largest end-to-end logit difference allowed, for "
+                        "every backend (replaces the per-backend defaults)")
+    g.add_argument("--regression-only", action="store_true",
+                   help="exit status follows the regression verdict, not accuracy")
     g = p.add_argument_group("output")
     g.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     g.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
@@ -153,10 +160,12 @@ def run(args: argparse.Namespace) -> int:
     torch_ref, note = _torch_reference(args, settings.model_dir, threads)
     with _Progress(not args.quiet) as progress:
         report = V.run_verify(settings, clips, torch_ref, note, progress)
-    limits = {name: V.thresholds_for(name, args.max_logit_delta, args.max_score_delta,
-                                     auto=backend.auto)
+    limits = {name: V.thresholds_for(name, args.max_logit_delta, auto=backend.auto)
               for name, backend in report.backends.items()}
     V.check_thresholds(report, limits)
+    from uvq_int8.verify import verdicts as _verdicts
+
+    verdicts = _verdicts.judge(report, args.max_score_delta)
 
     written = []
     if args.json:
@@ -169,10 +178,21 @@ def run(args: argparse.Namespace) -> int:
         _report.print_summary(report)
     for path in written:
         print(f"wrote {Path(path)}", file=sys.stderr)
+    for pair in verdicts.values():
+        for verdict in pair.values():
+            print(verdict.line())
     failures = report.failures
     for check in failures:
         print(check.line())
-    if failures:
-        print(f"uvq-int8 verify: {len(failures)} limit(s) exceeded", file=sys.stderr)
+    if args.regression_only:
+        if failures:
+            print(f"uvq-int8 verify: {len(failures)} regression limit(s) exceeded",
+                  file=sys.stderr)
+            return V.EXIT_THRESHOLD
+        return 0
+    inaccurate = _verdicts.failed(verdicts, "accuracy")
+    if inaccurate:
+        print(f"uvq-int8 verify: {len(inaccurate)} backend(s) failed accuracy: "
+              + ", ".join(v.backend for v in inaccurate), file=sys.stderr)
         return V.EXIT_THRESHOLD
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from uvq_int8.backends import NETS
 from uvq_int8.util import atomic_write_text
@@ -196,6 +196,33 @@ def markdown(report: VerifyReport) -> str:
     return "\n".join(out)
 
 
+def promise_paragraph(record: Mapping[str, Any]) -> str:
+    """What an auto build promises and what the promise rests on (runtime/promise.py)."""
+    from uvq_int8.runtime.promise import Promise
+
+    if record.get("auto_version", 1) < 2 or not record.get("promise"):
+        return ("**No promise**: this set was made by auto version 1, which chose and measured "
+                "on the same synthetic frames; rebuild it for a confirmed promise.")
+    promise = Promise.from_dict(record["promise"])
+    basis = record.get("content_basis") or {}
+    parts = []
+    for split in ("search", "confirmation"):
+        info = basis.get(split) or {}
+        images = info.get("images")
+        count = len(images) if isinstance(images, list) else images
+        parts.append(f"{split}: {info.get('frames', '?')} frames from {count or '?'} "
+                     f"independent {'videos' if info.get('source') == 'videos' else 'images'} "
+                     f"({info.get('source', '?')})")
+    text = f"**Promise**: {promise.sentence()}. It rests on " + "; ".join(parts) + "."
+    if record.get("rejected"):
+        r = record["rejected"]
+        text += (f" The searched choice (content {r['labels']['content']}, distortion "
+                 f"{r['labels']['distortion']}) had bound "
+                 f"{r['confirmation'].get('bound')} on the confirmation frames and was "
+                 f"rejected.")
+    return text
+
+
 def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
     """What the auto search chose and why: its candidates and the sensitivity tables."""
     from uvq_int8.build.sensitivity import SensitivityTable
@@ -213,6 +240,7 @@ def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
                   [(c["net"], c["label"], f"{c['modelled_ms']:.1f}",
                     f"{c['logit_delta_max']:.4f}", f"{c['logit_delta_mean']:.4f}",
                     f"{c['feature_rel_error']:.4f}") for c in record["candidates"]]), ""]
+    out += [promise_paragraph(record), ""]
     tables = record.get("sensitivity") or {}
     if tables:
         out += [f"### {backend}: sensitivity per op group", "",

@@ -111,7 +111,9 @@ def auto_thresholds(record: Mapping[str, Any]) -> tuple[Threshold, ...]:
     budget = float(record["max_logit_delta"])
     basis = (f"the build's --max-logit-delta {budget:g} (met with "
              f"{record['measured']['logit_delta_max']:.4g} on its "
-             f"{record['validation_frames']} validation frames)")
+             f"{record['validation_frames']} search frames)")
+    if record.get("auto_version", 1) < 2:
+        basis += "; auto version 1: measured on synthetic frames, no promise (rebuild for one)"
     loose = [t for t in default_thresholds("(auto)") if t.metric == "cosine_min"]
     return (Threshold("aggregation", "logit_delta_max", budget, BASELINE, basis),
             Threshold("aggregation", "score_delta_max", round(2 * budget, 6), BASELINE,

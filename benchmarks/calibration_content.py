@@ -1,0 +1,81 @@
+"""int8-static calibrated on synthetic frames or on the natural calibration clips: which is
+closer to float32 on held-out natural clips?
+
+Run by hand (one int8-static build, then measurement):
+
+    .venv/bin/python benchmarks/calibration_content.py --models DIR --work DIR \\
+        [--frames 16] [--holdout-frames 24] [--json FILE]
+
+DIR is a model directory with float32 and int8-static files (int8-static calibrated the
+default way: 16 synthetic frames). WORK/natural gets an int8-static set calibrated on
+``--frames`` frames of the natural ``calibration`` split (uvq_int8.build.natural), from the same
+float32 files. Both are measured against float32 on the ``holdout`` and ``confirmation``
+splits (photographs the calibration never saw): per-frame logit change, max and mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from uvq_int8.backends import NETS
+from uvq_int8 import build, runtime
+from uvq_int8.util import atomic_write_text
+from uvq_int8.build import natural
+from uvq_int8.runtime import manifest as mf
+
+
+
+def deltas(model_dir: Path, frames: list[np.ndarray], threads: int) -> np.ndarray:
+    static = runtime.load_models("int8-static", model_dir, threads)
+    f32 = runtime.load_models("float32", model_dir, threads)
+    return np.array([abs(static.aggregate(*static.features(f))[0]
+                         - f32.aggregate(*f32.features(f))[0]) for f in frames])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", required=True, type=Path)
+    p.add_argument("--work", required=True, type=Path)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--holdout-frames", type=int, default=24)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+
+    entries = mf.load(args.models).files
+    checkpoints = {net: Path(entries[f"{net}_net.tflite"]["checkpoint"]["path"]) for net in NETS}
+    out = args.work / "natural"
+    if not (out / "distortion_net_int8_static.tflite").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for net in NETS:
+            name = f"{net}_net.tflite"
+            shutil.copy(args.models / name, out / name)
+            mf.update(out, {name: entries[name]})
+        build.build(build.BuildOptions(
+            checkpoints=checkpoints, out_dir=out, backends="int8-static",
+            calibration_frames=args.frames, threads=args.threads,
+            frame_source=natural.frame_source("calibration"),
+            frame_source_name="natural calibration clips (uvq_int8.build.natural)"))
+    rows = {}
+    for split in ("holdout", "confirmation"):
+        made = natural.make_set(split, args.holdout_frames)
+        for name, directory in (("synthetic", args.models), ("natural", out)):
+            d = deltas(directory, made.frames, args.threads)
+            rows[f"{name} calibration, {split}"] = {
+                "frames": int(d.size), "images": made.images, "logit_delta_max": float(d.max()),
+                "logit_delta_mean": float(d.mean()), "decoded_sha256": made.sha256}
+            print(json.dumps({"row": f"{name} calibration, {split}",
+                              **rows[f"{name} calibration, {split}"]}), flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
