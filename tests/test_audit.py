@@ -199,3 +199,36 @@ def test_without_float32_files_the_audit_says_what_is_missing(models_dir, refere
     code, _, err = _score(reference_dir / "sample_landscape.mp4", only, "fp16", "--audit", "0.5")
     assert code == 1
     assert "--audit needs the float32 files" in err and "uvq-int8 build --backend float32" in err
+
+
+def test_batch_rows_carry_the_audit_and_strict_exits_4(sets, reference_dir, tmp_path):
+    """``uvq-int8 batch --audit``: every row's ``audit`` column holds the same entry as ``uvq
+    --output_all_stats``; a set whose audited frames contradict its promise exits 4 when
+    strict, and warns (exit 0) otherwise."""
+    videos = [reference_dir / "sample_landscape.mp4", reference_dir / "sample_portrait.mp4"]
+    listing = tmp_path / "videos.txt"
+    listing.write_text("".join(f"{v}\n" for v in videos))
+
+    def batch(model_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", "import sys; from uvq_int8.cli import main; "
+                                   "sys.exit(main(sys.argv[1:]))",
+             "batch", str(listing), "--output", str(out), "--backend", "auto", "--model-dir",
+             str(model_dir), "--threads", "2", "--quiet", *extra],
+            capture_output=True, text=True, timeout=900,
+            env={k: v for k, v in os.environ.items() if not k.startswith("UVQ_")})
+
+    proc = batch(sets["bad"], tmp_path / "strict.jsonl", "--audit", "1", "--audit-strict")
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.count("uvq: audit:") == 2
+    rows = [json.loads(line) for line in (tmp_path / "strict.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == [str(v) for v in videos]
+    code, single, err = _score(videos[0], sets["bad"], "auto", "--audit", "1")
+    assert json.loads(rows[0]["audit"]) == single["audit"]
+
+    proc = batch(sets["bad"], tmp_path / "warn.csv", "--format", "csv", "--audit", "1")
+    assert proc.returncode == 0 and proc.stderr.count("uvq: audit:") == 2, proc.stderr
+    proc = batch(sets["static"], tmp_path / "off.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "off.jsonl").read_text().splitlines()]
+    assert [r["audit"] for r in rows] == [None, None]

@@ -55,8 +55,8 @@ def _full_frame_content(frame_uint8):
     # whole frame to [-1,1], then resize the float frame.
     frame = F.to_unit_range(frame_uint8)
     h, w = frame.shape[:2]
-    hi0, hi1, hw0, hw1 = F._bilinear_taps(h, 256)
-    wi0, wi1, ww0, ww1 = F._bilinear_taps(w, 256)
+    hi0, hi1, hw0, hw1 = F.bilinear_taps(h, 256)
+    wi0, wi1, ww0, ww1 = F.bilinear_taps(w, 256)
     top = frame[hi0]
     bottom = frame[hi1]
     wa, wb = ww0[None, :, None], ww1[None, :, None]

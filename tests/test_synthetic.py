@@ -57,7 +57,7 @@ def test_calibration_and_validation_sets_are_disjoint_and_deterministic():
 
 def test_sets_are_half_clean_half_degraded():
     cal = S.calibration_frames(4, size=SMALL)
-    clean = [S.synthetic_frame(S._seed(S.CALIBRATION_SEED, i), SMALL) for i in range(4)]
+    clean = [S.synthetic_frame(S.frame_seed(S.CALIBRATION_SEED, i), SMALL) for i in range(4)]
     assert np.array_equal(cal[0], clean[0]) and np.array_equal(cal[2], clean[2])
     assert not np.array_equal(cal[1], clean[1]) and not np.array_equal(cal[3], clean[3])
 

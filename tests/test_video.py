@@ -276,14 +276,14 @@ def test_ffmpeg_is_stopped_once_the_last_frame_is_read():
     frame_bytes = 12
     writer = ("import sys, time; sys.stdout.buffer.write(bytes(range(36))); "
               "sys.stdout.flush(); time.sleep(60)")
-    pipeline = decoders._Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
+    pipeline = decoders.Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
                                video.DecodeStats())
     try:
         frames = [pipeline.get() for _ in range(3)]
         assert [bytes(f[:2]) for f in frames] == [b"\x00\x01", b"\x0c\x0d", b"\x18\x19"]
         proc = pipeline.procs[0]
         proc.wait(timeout=10)  # without the stop this waits for the stand-in's minute
-        assert pipeline.get() is decoders._EOF
+        assert pipeline.get() is decoders.END_OF_FRAMES
     finally:
         pipeline.close()
 
@@ -294,7 +294,7 @@ def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", "25", 1.0)
     info = video.probe(clip)
     plan = video.sample_plan(info, 1)
-    first, second = decoders._split_commands(decoders._ffmpeg_url(clip), info, plan, False, "ffmpeg")
+    first, second = decoders.split_commands(decoders.ffmpeg_url(clip), info, plan, False, "ffmpeg")
     w, h = info.frame_size
     one_frame = subprocess.run(first, capture_output=True, check=True).stdout[:w * h * 3 // 2]
     proc = subprocess.Popen(second, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

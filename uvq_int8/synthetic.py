@@ -199,11 +199,12 @@ def synthetic_frames(n: int, seed: int = 0, size: tuple[int, int] = FULL_HD) -> 
     """``n`` varied synthetic scenes, uint8 [n,H,W,3]; frame i depends on (seed, i) only."""
     out = np.empty((n, *size, 3), np.uint8)
     for i in range(n):
-        out[i] = synthetic_frame(_seed(seed, i), size)
+        out[i] = synthetic_frame(frame_seed(seed, i), size)
     return out
 
 
-def _seed(seed: int, i: int) -> int:
+def frame_seed(seed: int, i: int) -> int:
+    """The seed of frame ``i`` of the set seeded with ``seed``."""
     return int(_rng(seed, i).integers(0, 2 ** 32))
 
 
@@ -257,11 +258,11 @@ def _mixed_set(root: int, n: int, size: tuple[int, int]) -> np.ndarray:
     # Even frames clean, odd frames degraded (kind cycling, strength seeded).
     out = np.empty((n, *size, 3), np.uint8)
     for i in range(n):
-        frame = synthetic_frame(_seed(root, i), size)
+        frame = synthetic_frame(frame_seed(root, i), size)
         if i % 2:
             rng = _rng(root, i, 1)
             kind = DEGRADATIONS[(i // 2) % len(DEGRADATIONS)]
-            frame = degrade(frame, kind, float(rng.uniform(0.4, 1.0)), seed=_seed(root, i))
+            frame = degrade(frame, kind, float(rng.uniform(0.4, 1.0)), seed=frame_seed(root, i))
         out[i] = frame
     return out
 
@@ -288,7 +289,8 @@ def clip_frames(seconds: float = 3, fps: float = 24, size: tuple[int, int] = (36
     h, w = size
     count = max(1, int(round(seconds * fps)))
     margin = max(8, w // 8)
-    scene = synthetic_frame(_seed(seed, 0xC11), (h + margin, w + 2 * margin)).astype(np.float32)
+    scene = synthetic_frame(frame_seed(seed, 0xC11), (h + margin, w + 2 * margin))
+    scene = scene.astype(np.float32)
     rng = _rng(seed, 0xC12)
     colour = rng.uniform(0, 255, 3).astype(np.float32)
     ry, rx = max(2, int(h * 0.12)), max(2, int(w * 0.08))

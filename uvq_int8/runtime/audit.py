@@ -15,6 +15,7 @@ frame is not a breach.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,22 @@ class Auditor:
         return out
 
 
+def _reference(model_dir: str, threads: int) -> Any:
+    """The float32 models, loaded once per process while the directory's files are unchanged
+    (a batch worker audits many videos)."""
+    directory = Path(model_dir)
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                         for p in directory.glob("*") if p.suffix in (".tflite", ".json")))
+    return _load_reference(model_dir, threads, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_reference(model_dir: str, threads: int, stamp: tuple) -> Any:
+    from uvq_int8 import runtime
+
+    return runtime.load_models("float32", model_dir, threads)
+
+
 def make_auditor(models: Any, total_frames: int, fraction: float,
                  budget: float | None = None) -> Auditor | None:
     """An auditor for one video scored with ``models`` (runtime.Models), or None when off.
@@ -109,13 +126,11 @@ def make_auditor(models: Any, total_frames: int, fraction: float,
     ``budget``: the user's --audit-budget; for ``auto`` the build's D is used instead when
     the user gave none.
     """
-    from uvq_int8 import runtime
-
     if not fraction or fraction <= 0:
         return None
     model_dir = Path(models.model_dir)
     try:
-        reference = runtime.load_models("float32", model_dir, models.threads)
+        reference = _reference(str(model_dir), models.threads)
     except ModelFilesError:
         raise AuditError(f"--audit needs the float32 files beside the {models.backend} files in "
                          f"{model_dir} (content_net.tflite, distortion_net.tflite, "

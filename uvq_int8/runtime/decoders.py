@@ -2,7 +2,7 @@
 
 ``decode_commands`` chooses between upstream's single command and the "split" pair
 (see ``uvq_int8.runtime.video``); ``StderrTail`` keeps the last lines a child writes to
-stderr, and ``_Pipeline`` streams fixed-size frames from the last command of a chain.
+stderr, and ``Pipeline`` streams fixed-size frames from the last command of a chain.
 ``uvq_int8.runtime.video.iter_frames`` is the public entry point.
 """
 
@@ -74,13 +74,14 @@ _SPLIT_VERIFIED = re.compile(r"^ffmpeg version n?5\.1(\.|\b)")
 
 
 # ffmpeg #1 converts frames to its first size and pixel format if they change mid-stream.
-# A size change is caught (see _split_commands); a pixel-format change is not, so the
+# A size change is caught (see split_commands); a pixel-format change is not, so the
 # split path is kept to containers where a stream practically never changes format
 # (broadcast MPEG-TS, for one, does).
 _SPLIT_CONTAINERS = ("mov,mp4", "matroska")
 
 
-def _ffmpeg_url(path: str | Path) -> str:
+def ffmpeg_url(path: str | Path) -> str:
+    """The URL ffmpeg and ffprobe are given for a local file."""
     # An absolute path behind "file:" is never read as an option ("-x.mp4"), as stdin
     # ("-"), or as another protocol ("a:b.mp4").
     return "file:" + str(Path(os.path.abspath(os.fspath(path))))
@@ -147,8 +148,10 @@ def _upstream_command(url: str, plan: SamplePlan, transpose: bool, ffmpeg: str) 
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
 
-def _split_commands(url: str, info: VideoInfo, plan: SamplePlan, transpose: bool,
-                    ffmpeg: str) -> list[list[str]]:
+def split_commands(url: str, info: VideoInfo, plan: SamplePlan, transpose: bool,
+                   ffmpeg: str) -> list[list[str]]:
+    """The "split" pair: ffmpeg #1 decodes and picks frames at ``plan.fps`` without scaling;
+    ffmpeg #2 reads its raw frames and applies upstream's scale and format chain."""
     geometry = _split_geometry(info)
     params = _setparams(info)
     if geometry is None or params is None or info.pix_fmt is None:
@@ -191,12 +194,12 @@ def decode_commands(path: str | Path, info: VideoInfo, plan: SamplePlan, transpo
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         method = "split" if _split_supported(info, plan, ffmpeg) else "upstream"
-    url = _ffmpeg_url(path)
+    url = ffmpeg_url(path)
     upstream = ("upstream", [_decoder_threads(_upstream_command(url, plan, transpose, ffmpeg),
                                               decode_threads)])
     if method == "upstream":
         return [upstream]
-    first, *rest = _split_commands(url, info, plan, transpose, ffmpeg)
+    first, *rest = split_commands(url, info, plan, transpose, ffmpeg)
     return [("split", [_decoder_threads(first, decode_threads), *rest]), upstream]
 
 
@@ -218,10 +221,10 @@ class StderrTail(threading.Thread):
             pass
 
 
-_EOF = object()
+END_OF_FRAMES = object()
 
 
-class _Pipeline:
+class Pipeline:
     """ffmpeg process(es) writing raw frames, a reader thread and a bounded queue."""
 
     def __init__(self, commands: list[list[str]], frame_bytes: int, limit: int,
@@ -290,7 +293,7 @@ class _Pipeline:
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
         finally:
-            self._put(_EOF)
+            self._put(END_OF_FRAMES)
 
     def get(self):
         return self.queue.get()

@@ -30,7 +30,8 @@ def to_unit_range(frames_uint8: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _bilinear_taps(in_size: int, out_size: int):
+def bilinear_taps(in_size: int, out_size: int):
+    """(low index, high index, low weight, high weight) per output pixel of a resize."""
     # torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
     # antialias=False): half-pixel centres, source clamped at 0, no filtering.
     scale = np.float32(in_size / out_size)
@@ -57,8 +58,8 @@ def _blend(top0: np.ndarray, top1: np.ndarray, bottom0: np.ndarray, bottom1: np.
 def resize_for_content(frame: np.ndarray, size: int = CONTENT_SIZE) -> np.ndarray:
     """[H,W,C] float32 -> [size,size,C], as upstream ContentNet resizes its input."""
     h, w = frame.shape[:2]
-    hi0, hi1, hw0, hw1 = _bilinear_taps(h, size)
-    wi0, wi1, ww0, ww1 = _bilinear_taps(w, size)
+    hi0, hi1, hw0, hw1 = bilinear_taps(h, size)
+    wi0, wi1, ww0, ww1 = bilinear_taps(w, size)
     top = frame[hi0]
     bottom = frame[hi1]
     return _blend(top[:, wi0], top[:, wi1], bottom[:, wi0], bottom[:, wi1], hw0, hw1, ww0, ww1)
@@ -74,8 +75,8 @@ def content_input(frame_uint8: np.ndarray, size: int = CONTENT_SIZE) -> np.ndarr
     if frame_uint8.dtype != np.uint8:
         raise TypeError(f"expected a uint8 frame, got {frame_uint8.dtype}")
     h, w = frame_uint8.shape[:2]
-    hi0, hi1, hw0, hw1 = _bilinear_taps(h, size)
-    wi0, wi1, ww0, ww1 = _bilinear_taps(w, size)
+    hi0, hi1, hw0, hw1 = bilinear_taps(h, size)
+    wi0, wi1, ww0, ww1 = bilinear_taps(w, size)
     rows = frame_uint8[np.concatenate((hi0, hi1))]
     taps = _UNIT_LUT[rows[:, np.concatenate((wi0, wi1))]]
     n = len(hi0)

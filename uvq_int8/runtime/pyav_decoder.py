@@ -51,7 +51,7 @@ import numpy as np
 
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime import frame_choice, video
-from uvq_int8.runtime.decoders import _ffmpeg_url, ffmpeg_version
+from uvq_int8.runtime.decoders import ffmpeg_url, ffmpeg_version
 from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
 log = logging.getLogger(__name__)

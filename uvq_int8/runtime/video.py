@@ -43,7 +43,7 @@ import numpy as np
 
 from uvq_int8 import config as _config
 from uvq_int8.errors import VideoError
-from uvq_int8.runtime.decoders import (_EOF, _ffmpeg_url, _Pipeline, decode_commands,
+from uvq_int8.runtime.decoders import (END_OF_FRAMES, Pipeline, decode_commands, ffmpeg_url,
                                        ffmpeg_version, upstream_filter)
 from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
@@ -205,7 +205,7 @@ def _count_frames(path: str | Path, ffprobe: str) -> int | None:
     # Upstream's nb_frames: decode the whole stream and count (slow, only for fps=-1).
     result = _run_tool([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
                         "-show_entries", "stream=nb_read_frames", "-of", "json",
-                        _ffmpeg_url(path)], "--ffprobe_path")
+                        ffmpeg_url(path)], "--ffprobe_path")
     if result.returncode != 0:
         return None
     try:
@@ -224,7 +224,7 @@ def probe(path: str | Path, ffprobe: str = "ffprobe", count_frames: bool = False
     name = str(path)
     check_file(path)
     argv = [ffprobe, "-v", "error", "-select_streams", "v", "-show_format", "-show_streams",
-            "-show_frames", "-read_intervals", "%+#1", "-of", "json", _ffmpeg_url(path)]
+            "-show_frames", "-read_intervals", "%+#1", "-of", "json", ffmpeg_url(path)]
     result = _run_tool(argv, "--ffprobe_path")
     if result.returncode != 0:
         raise VideoError(f"{name}: not a readable video ({_last_line(result.stderr)}); "
@@ -338,7 +338,7 @@ def source_frame_times(path: str | Path, fps: int, count: int,
     """
     argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
             "format=start_time:stream=r_frame_rate:packet=pts_time", "-of", "json",
-            _ffmpeg_url(path)]
+            ffmpeg_url(path)]
     try:
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                 check=False)
@@ -449,12 +449,12 @@ def _generate(name: str, attempts: list[tuple[str, list[list[str]]]], plan: Samp
     try:
         for number, (method, commands) in enumerate(attempts):
             last_attempt = number == len(attempts) - 1
-            pipeline = _Pipeline(commands, FRAME_BYTES, plan.num_frames, queue_frames, stats)
+            pipeline = Pipeline(commands, FRAME_BYTES, plan.num_frames, queue_frames, stats)
             try:
                 produced = 0
                 while delivered < plan.num_frames:
                     item = pipeline.get()
-                    if item is _EOF:
+                    if item is END_OF_FRAMES:
                         break
                     if isinstance(item, BaseException):
                         raise VideoError(f"{name}: reading frames from ffmpeg failed "
