@@ -16,6 +16,7 @@ from uvq_int8 import verify as V
 from uvq_int8.backends import BUILTIN_ORDER, NETS
 from uvq_int8.cli.main import main
 from uvq_int8.errors import UserError
+from uvq_int8.runtime import frames as F
 
 CKPT = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",
         "aggregation": "aggregation_net.pth"}
@@ -203,6 +204,20 @@ def test_json_holds_every_metric_for_every_backend_and_net(full_run):
                 assert key in e2e
         assert b["size_vs_float32"] > 0 and b["latency"]["fps"] > 0
         assert b["checks"], name
+
+
+def test_random_inputs_compare_outputs_by_role(model_dir):
+    """The aggregation file's outputs are (score, logit); the random pass labels them by role,
+    so its "score" statistic is a score and its "logit" one a logit."""
+    from uvq_int8 import runtime
+    from uvq_int8.verify import run as R
+
+    models = runtime.load_models("float32", model_dir, 1)
+    named = R.named_outputs(models, "aggregation", V.random_inputs("aggregation", seed=3))
+    assert set(named) == {"score", "logit"}
+    score, logit = float(named["score"].reshape(-1)[0]), float(named["logit"].reshape(-1)[0])
+    assert 1.0 <= score <= 5.0
+    assert score == pytest.approx(float(F.logit_to_score(logit)), abs=1e-5)
 
 
 def test_float32_matches_pytorch_on_the_golden_frames(full_run, golden_frames):

@@ -84,9 +84,10 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
         dataset = ray.data.from_items([{"path": str(p)} for p in paths_or_dataset])
     return dataset.map_batches(
         _Scorer, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
-        batch_format="numpy", concurrency=max(1, int(concurrency)), num_cpus=spec.threads,
-        # A dead actor is restarted and its unfinished batches are run again.
-        max_restarts=-1, max_task_retries=-1)
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, int(concurrency))),
+        # Ray Data restarts a dead actor and runs its unfinished batches again by default
+        # (max_restarts=-1, max_task_retries=-1 for actor pools; tests/test_distributed.py).
+        num_cpus=spec.threads)
 
 
 def iter_rows(paths: list[str], spec: batch.WorkerSpec, concurrency: int = 1,

@@ -21,13 +21,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from uvq_int8.errors import UserError
+from uvq_int8.runtime.interpreter import OUTPUT_ROLES  # noqa: F401  (re-exported)
 
-# What each output of an export wrapper is, in its return order (nets.py).
-OUTPUT_ROLES = {
-    "content": ("features",),
-    "distortion": ("features",),
-    "aggregation": ("score", "logit"),
-}
 INPUT_ROLES = {
     "content": ("frame",),
     "distortion": ("patches",),

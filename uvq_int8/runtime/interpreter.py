@@ -19,6 +19,14 @@ from uvq_int8.errors import ModelFilesError
 from uvq_int8.runtime import frames as F
 from uvq_int8.util import quiet_fd2, sha256_file
 
+# What each output of a net is, in the order of the export wrappers (build/nets.py) and so of
+# the files this package writes.
+OUTPUT_ROLES = {
+    "content": ("features",),
+    "distortion": ("features",),
+    "aggregation": ("score", "logit"),
+}
+
 log = logging.getLogger(__name__)
 
 
@@ -133,7 +141,7 @@ class NetRunner:
     def _output_roles(self) -> list[str]:
         """Output roles ("score", "logit") as the manifest records them, else by position."""
         recorded = {o.get("index"): o.get("role") for o in self.entry.get("outputs", [])}
-        default = ["score", "logit"] if self.net == "aggregation" else ["features"]
+        default = OUTPUT_ROLES[self.net]
         return [recorded.get(p.index) or (default[i] if i < len(default) else f"output_{i}")
                 for i, p in enumerate(self.outputs)]
 

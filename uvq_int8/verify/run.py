@@ -23,6 +23,7 @@ from uvq_int8.backends import (ALL, NETS, BackendLike, backends_with_files, disc
 from uvq_int8.errors import ModelFilesError, UserError
 from uvq_int8.runtime import frames as F
 from uvq_int8.runtime import tflite_info
+from uvq_int8.runtime.interpreter import OUTPUT_ROLES
 from uvq_int8.util import machine_info
 from uvq_int8.verify.guide import guide_comparison
 from uvq_int8.verify.inputs import (Clip, TorchReference, _manifest_entries, _unique_names,
@@ -154,16 +155,18 @@ class _Measurement:
             for net in NETS:
                 inputs = random_inputs(net, self.settings.seed * 1000 + i * len(NETS)
                                        + NETS.index(net))
-                refs = {"vs_float32": self.base.run_net(net, *inputs)}
+                # Outputs by role: a file's order (score, logit) is not OUTPUTS' order.
+                refs = {"vs_float32": named_outputs(self.base, net, inputs)}
                 if self.torch_ref:
-                    refs["vs_pytorch"] = self.torch_ref.run(net, *inputs)
+                    refs["vs_pytorch"] = dict(zip(OUTPUT_ROLES[net],
+                                                  self.torch_ref.run(net, *inputs)))
                 for name, models in self.loaded.items():
                     outs = (refs["vs_float32"] if name == BASELINE
-                            else models.run_net(net, *inputs))
+                            else named_outputs(models, net, inputs))
                     for ref_key, ref_outs in refs.items():
-                        for o, output in enumerate(OUTPUTS[net]):
-                            self.acc[name][net]["random"][ref_key][output].add(ref_outs[o],
-                                                                                outs[o])
+                        for output in OUTPUTS[net]:
+                            self.acc[name][net]["random"][ref_key][output].add(ref_outs[output],
+                                                                                outs[output])
                 done += 1
                 self.step("random inputs", done, total)
 
@@ -303,6 +306,11 @@ def run_verify(settings: VerifySettings, clips: Sequence[Clip],
                           settings_out, inputs, pytorch, reports)
     report.guide = guide_comparison(report)
     return report
+
+
+def named_outputs(models: runtime.Models, net: str, inputs: Sequence[np.ndarray]) -> dict:
+    """One net's outputs by role ("features"; "score", "logit")."""
+    return dict(zip(models.runners[net].roles, models.run_net(net, *inputs)))
 
 
 def _logit(outs: Sequence[np.ndarray]) -> float:
