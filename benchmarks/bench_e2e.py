@@ -35,7 +35,7 @@ def make_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) 
     if path.is_file():
         return path
     with atomic_path(path, suffix=".mp4") as tmp:
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
                         f"testsrc2=size={size}:rate={fps}:duration={seconds}",
                         "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
                         "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
@@ -54,7 +54,7 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
     length = math.ceil(info.duration)
     started = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".rgb") as tmp:
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-vf",
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-vf",
                         "scale=w=1920:h=1080:flags=bicubic,format=rgb24", "-r", "1", "-f",
                         "rawvideo", "-pix_fmt", "rgb24", "-y", tmp.name], check=True)
         raw = bytearray(Path(tmp.name).read_bytes())

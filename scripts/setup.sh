@@ -25,7 +25,8 @@ STAMP=.venv/.uvq-int8-setup
 WANT=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] &&
    .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in
-       ('uvq_int8', 'torch', 'litert_torch', 'ai_edge_quantizer', 'pytest', 'ray', 'pyarrow')))" 2>/dev/null; then
+       ('uvq_int8', 'torch', 'litert_torch', 'ai_edge_quantizer', 'skimage', 'av', 'pytest',
+        'pytest_timeout', 'ray', 'pyarrow')))" 2>/dev/null; then
     echo "setup: already done (.venv)"
     exit 0
 fi

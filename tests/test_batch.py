@@ -244,17 +244,19 @@ def _ffmpeg_in_session(sid: int) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg"])
 def test_ctrl_c_keeps_finished_rows_leaves_no_ffmpeg_and_resume_finishes(
-        built_models, eight, tmp_path):
+        built_models, eight, tmp_path, decoder):
     out = tmp_path / "rows.jsonl"
     args = [sys.executable, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())",
             str(eight), "--format", "jsonl", "--jobs", "2", "--output", str(out),
-            "--backend", BACKEND, "--model-dir", str(built_models)]
+            "--backend", BACKEND, "--model-dir", str(built_models), "--decoder", decoder]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
         _wait_for(lambda: out.is_file() and len(out.read_text().splitlines()) >= 1)
-        _wait_for(lambda: _ffmpeg_in_session(proc.pid), timeout=60)  # mid-decode
+        if decoder == "ffmpeg":  # mid-decode; PyAV decodes inside the worker processes
+            _wait_for(lambda: _ffmpeg_in_session(proc.pid), timeout=60)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
         _, stderr = proc.communicate(timeout=60)
     finally:

@@ -112,8 +112,8 @@ def compare(path: Path, fps: int, threads: int | None = None) -> Outcome:
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory) -> dict[str, Outcome]:
     tmp = tmp_path_factory.mktemp("pyav_clips")
-    encoders = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True,
-                              text=True).stdout
+    encoders = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-encoders"],
+                              capture_output=True, text=True).stdout
     out = {}
     for name, (args, suffix, fps) in CLIPS.items():
         if args and any(a in ("libx265", "libvpx-vp9") and a not in encoders for a in args):

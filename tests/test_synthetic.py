@@ -128,9 +128,9 @@ def test_write_clip_makes_a_probeable_h264_clip(tmp_path):
     assert info.nb_frames == 24 and info.orig_fps == 12
     assert [p.name for p in out.parent.iterdir()] == ["demo clip.mp4"]  # no temp file left
     # The clip holds the generated frames (up to H.264 loss) and has degraded segments.
-    first = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-frames:v", "1", "-f",
-                            "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True,
-                           check=True).stdout
+    first = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(out), "-frames:v",
+                            "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                           capture_output=True, check=True).stdout
     decoded = np.frombuffer(first, np.uint8).reshape(180, 320, 3)
     frames = list(S.clip_frames(2, 12, (180, 320), seed=3))
     assert np.abs(decoded.astype(np.int16) - frames[0]).mean() < 6

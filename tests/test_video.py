@@ -43,7 +43,7 @@ def upstream_bytes(path: Path, fps: int, transpose: bool, tmp: Path) -> bytes:
     truncated or zero-padded to video_length * fps frames (video_length = ceil(duration))."""
     info = video.probe(path)
     out = tmp / "upstream.rgb"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf",
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf",
                     video.upstream_filter(transpose), "-r", str(fps), "-f", "rawvideo",
                     "-pix_fmt", "rgb24", "-y", str(out)], check=True)
     need = math.ceil(info.duration) * fps * video.FRAME_BYTES
@@ -404,3 +404,72 @@ def test_ffmpeg_failure_reports_its_last_stderr_line(tmp_path, landscape):
     with pytest.raises(VideoError, match=r"sample_landscape.mp4.*no frames.*exit code 3: "
                                          r"boom: decoder exploded"):
         list(video.iter_frames(landscape, ffmpeg=str(fake), method="upstream"))
+
+
+# --------------------------------------------------------------------------- terminals
+
+def _in_a_background_job(code: str, *args: str, timeout: float = 120) -> str:
+    """Run ``python -c code args`` as a background job of an interactive shell on a pseudo
+    terminal (as CI runners and ``uvq ... &`` do). An ffmpeg that touches the terminal there is
+    stopped by SIGTTOU/SIGTTIN, and the run never ends."""
+    import shlex
+
+    script = shutil.which("script")
+    if script is None:
+        pytest.skip("script (util-linux) is not installed")
+    inner = " ".join(shlex.quote(a) for a in (sys.executable, "-c", code, *args))
+    shell = f"{inner} & wait $!; echo exit=$?"  # a stopped job: "Stopped", exit=150
+    proc = subprocess.Popen([script, "-qec", f"bash --norc --noprofile -ic {shlex.quote(shell)}",
+                             "/dev/null"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise AssertionError(f"still running after {timeout} s (stopped on the terminal?)")
+    return out
+
+
+def test_the_harness_sees_an_ffmpeg_stopped_on_the_terminal(tmp_path):
+    """The check below can fail: an ffmpeg without -nostdin is stopped in a background job."""
+    code = ("import subprocess; subprocess.run(['ffmpeg', '-v', 'error', '-f', 'lavfi', '-i', "
+            "'testsrc=duration=1', '-f', 'null', '-'])")
+    out = _in_a_background_job(code, timeout=60)
+    assert "Stopped" in out and "exit=0" not in out, out
+
+
+@pytest.mark.parametrize("decoder", ["ffmpeg", "pyav"])
+def test_decoding_in_a_background_job_of_a_terminal_finishes(reference_dir, tmp_path, decoder):
+    code = ("import sys; from uvq_int8 import synthetic; from uvq_int8.runtime import video; "
+            "clip = synthetic.write_clip(sys.argv[1], seconds=2); "
+            "print('frames', sum(1 for _ in video.uvq_frames(clip, decoder=sys.argv[2])))")
+    out = _in_a_background_job(code, str(tmp_path / "clip.mp4"), decoder)
+    assert "frames 2" in out and "exit=0" in out, out
+
+
+def test_every_ffmpeg_command_line_in_the_repository_has_nostdin():
+    """A static guard for the check above: each list that starts an ffmpeg (a literal
+    "ffmpeg" or a variable named ffmpeg/binary first) says -nostdin, directly or through
+    decoders' _QUIET options."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    missing = []
+    for path in [*(repo / "uvq_int8").rglob("*.py"), *(repo / "tests").glob("*.py"),
+                 *(repo / "benchmarks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.List) or not node.elts:
+                continue
+            first = node.elts[0]
+            starts = ((isinstance(first, ast.Constant) and first.value == "ffmpeg")
+                      or (isinstance(first, ast.Name) and first.id in ("ffmpeg", "binary")))
+            options = any(isinstance(e, ast.Starred) or (isinstance(e, ast.Constant)
+                          and isinstance(e.value, str) and e.value.startswith("-"))
+                          for e in node.elts[1:])
+            if not (starts and options):  # a command line, not a list of names
+                continue
+            text = ast.unparse(node)
+            if "-nostdin" not in text and "_QUIET" not in text and "-version" not in text:
+                missing.append(f"{path.relative_to(repo)}:{node.lineno}")
+    assert missing == []

@@ -214,12 +214,12 @@ def encode_clip(spec: ClipSpec, out: Path, ffmpeg: str = "ffmpeg",
         if photo is None:
             photo = Path(tmp) / f"{spec.image}.ppm"
             _write_ppm(photo, load_photo(spec.image))
-        argv = [ffmpeg, "-hide_banner", "-v", "error", "-y", "-loop", "1",
+        argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-loop", "1",
                 "-framerate", str(ENCODE_FPS), "-i", str(photo), "-t", str(SECONDS_PER_CLIP),
                 "-vf", _filters(spec), "-c:v", "libx264", "-preset", "veryfast",
                 "-crf", str(spec.crf), "-bf", "2", "-threads", "1", "-an", str(out)]
         try:
-            proc = subprocess.run(argv, capture_output=True, timeout=300)
+            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
         except FileNotFoundError:
             raise NaturalContentError(f"ffmpeg not found ({ffmpeg}); the natural clips are "
                                       f"encoded with it") from None
