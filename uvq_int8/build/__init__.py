@@ -13,7 +13,8 @@ Importing this package imports no torch; the modules that need the ``build`` ext
 - ``nets``: the three nets in PyTorch; ``proxy``: seeded proxy checkpoints for the demo.
 """
 
-from uvq_int8.build.options import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
+from uvq_int8.build.options import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
+                                    DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
                                     DEFAULT_VALIDATION_FRAMES, MEMORY_BOUND_BYTES, BuildError, BuildOptions, BuildPlan,
                                     BuildSummary, CheckpointMissingError, FileJob, FileResult,
                                     NullReporter, Reporter)
@@ -23,7 +24,8 @@ from uvq_int8.build.plan import (check_budget, plan_build, require_budget, requi
 from uvq_int8.build.sources import CHECKPOINT_NAMES, default_out_dir, resolve_checkpoints
 from uvq_int8.build.stages import build
 
-__all__ = ["CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_CONFIRMATION_FRAMES",
+__all__ = ["CALIBRATION_CONTENTS", "CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_CONTENT",
+           "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_CONFIRMATION_FRAMES",
            "DEFAULT_VALIDATION_FRAMES",
            "MEMORY_BOUND_BYTES", "BuildError", "BuildOptions", "BuildPlan", "BuildSummary",
            "CheckpointMissingError", "FileJob", "FileResult", "NullReporter", "Reporter", "build",

@@ -16,6 +16,12 @@ from uvq_int8.runtime import manifest as mf
 
 
 DEFAULT_CALIBRATION_FRAMES = 16
+# Where int8-static's calibration frames come from without --calibration-videos: natural
+# clips made from photographs (build/natural.py, the "calibration" split; closer to
+# float32 on photographs no split saw: benchmarks/calibration_content.py), or the
+# synthetic patterns of uvq_int8.synthetic.
+CALIBRATION_CONTENTS = ("natural", "synthetic")
+DEFAULT_CALIBRATION_CONTENT = "natural"
 
 
 DEFAULT_VALIDATION_FRAMES = 12  # search frames the auto search chooses on
@@ -61,10 +67,11 @@ class BuildOptions:
     force: bool = False
     calibration_videos: Sequence[Path] = ()
     calibration_frames: int = DEFAULT_CALIBRATION_FRAMES
+    calibration_content: str = DEFAULT_CALIBRATION_CONTENT
     # Conversions run in parallel, one process each (peaks recorded in the manifest).
     jobs: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
     threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
-    # Replaces the built-in synthetic frames (API users, tests): n -> uint8 [1080,1920,3] frames.
+    # Replaces the built-in calibration frames (API users, tests): n -> uint8 [1080,1920,3].
     frame_source: FrameSource | None = None
     frame_source_name: str = "custom"
     # --backend auto: the largest logit change allowed on the held-out frames, and those

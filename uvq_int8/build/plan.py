@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendError, buildable,
                                buildable_backends, discover, get_backend, parse_spec)
 from uvq_int8.build import options as O
-from uvq_int8.build.options import BuildError, BuildOptions, BuildPlan, CheckpointMissingError, FileJob
+from uvq_int8.build.options import (CALIBRATION_CONTENTS, BuildError, BuildOptions, BuildPlan,
+                                    CheckpointMissingError, FileJob)
 from uvq_int8.build.sources import _calibration_description, _validation_description
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime import manifest as mf
@@ -153,6 +154,9 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if options.calibration_frames < 1:
         raise BuildError(f"--calibration-frames must be at least 1, got "
                          f"{options.calibration_frames}")
+    if options.calibration_content not in CALIBRATION_CONTENTS:
+        raise BuildError(f"--calibration-content must be one of {', '.join(CALIBRATION_CONTENTS)}, "
+                         f"got {options.calibration_content!r}")
     for video in options.calibration_videos:
         video = Path(video).expanduser()
         if not video.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from uvq_int8.backends import NETS
 from uvq_int8.build.options import BuildError, BuildOptions, BuildPlan, FrameSource
@@ -79,6 +79,11 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
 
 
 def _calibration_description(options: BuildOptions) -> dict[str, Any]:
+    if (not options.calibration_videos and options.frame_source is None
+            and options.calibration_content == "natural"):
+        from uvq_int8.build import natural
+
+        return natural.description("calibration", options.calibration_frames)
     return _frames_description(options.calibration_videos, options.calibration_frames,
                                options.frame_source is not None, options.frame_source_name,
                                "uvq_int8.synthetic.calibration_frames")
@@ -186,10 +191,13 @@ def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[d
     return used
 
 
-def _frame_source(options: BuildOptions) -> FrameSource:
-    """The calibration frame generator, resolved before any conversion starts."""
+def _frame_source(options: BuildOptions) -> FrameSource | None:
+    """The calibration frame generator, resolved before any conversion starts; None for the
+    natural clips, which ``FrameSources.calibration_store`` makes itself (to record them)."""
     if options.frame_source is not None:
         return options.frame_source
+    if options.calibration_content == "natural":
+        return None
     try:
         from uvq_int8.synthetic import calibration_frames
     except ImportError as exc:
@@ -227,6 +235,8 @@ class FrameSources:
             return
         if not options.calibration_videos:
             self.source = _frame_source(options)
+            if self.source is None:  # the natural clips: made now, before any conversion
+                self.calibration_store()
             return
         self.store = _FrameStore(self.tmp)
         used = _decode_videos(options.calibration_videos, options.calibration_frames, self.store)
@@ -239,12 +249,22 @@ class FrameSources:
         options = self.options
         self.store = _FrameStore(self.tmp)
         source = self.source or _frame_source(options)
-        for frame in itertools.islice(source(options.calibration_frames),
-                                      options.calibration_frames):
+        made = None
+        if source is None:
+            from uvq_int8.build import natural
+
+            made = natural.make_set("calibration", options.calibration_frames, self.tmp)
+            frames: Iterable[Any] = made.frames
+        else:
+            frames = itertools.islice(source(options.calibration_frames),
+                                      options.calibration_frames)
+        for frame in frames:
             self.store.add(frame)
         if not len(self.store):
             raise BuildError("the calibration frame source gave no frames")
         self.record = {**(self.plan.calibration or {}), "frames_used": len(self.store)}
+        if made is not None:  # which photographs, their licences, the decoded frames' hash
+            self.record["natural"] = made.record()
         return self.store
 
     def record_net(self, net: str, values: dict[str, Any]) -> None:

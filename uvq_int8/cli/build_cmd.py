@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from uvq_int8.backends import NETS
-from uvq_int8.build import (DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
+from uvq_int8.build import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
+                            DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
                             DEFAULT_VALIDATION_FRAMES)
 
 
@@ -34,10 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cal = p.add_argument_group("calibration (int8-static)")
     cal.add_argument("--calibration-videos", nargs="+", metavar="VIDEO", default=[],
                      help="videos to take calibration frames from (1 frame per second); "
-                          "default: built-in synthetic frames")
+                          "default: built-in clips, see --calibration-content")
     cal.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
                      metavar="N", help=f"number of calibration frames "
                                        f"(default {DEFAULT_CALIBRATION_FRAMES})")
+    cal.add_argument("--calibration-content", choices=CALIBRATION_CONTENTS,
+                     default=DEFAULT_CALIBRATION_CONTENT,
+                     help="built-in calibration frames when no --calibration-videos are given: "
+                          "natural (default; short clips made from photographs bundled with "
+                          "scikit-image, compressed, scaled, blurred) or synthetic (generated "
+                          "patterns)")
     search = p.add_argument_group(
         "auto backend (--backend auto): the fastest configuration within a logit budget")
     search.add_argument("--max-logit-delta", type=float, metavar="D",
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     options = _build.BuildOptions(
         checkpoints=checkpoints, out_dir=out_dir, backends=args.backend, force=args.force,
         calibration_videos=[Path(v).expanduser() for v in args.calibration_videos],
-        calibration_frames=args.calibration_frames, max_logit_delta=args.max_logit_delta,
+        calibration_frames=args.calibration_frames,
+        calibration_content=args.calibration_content, max_logit_delta=args.max_logit_delta,
         validation_videos=[Path(v).expanduser() for v in args.validation_videos],
         validation_frames=args.validation_frames, auto_mixed=args.auto_mixed,
         sensitivity=args.sensitivity, confirmation_frames=args.confirmation_frames,
