@@ -1,16 +1,17 @@
 """int8-static calibrated on synthetic frames or on the natural calibration clips: which is
 closer to float32 on held-out natural clips?
 
-Run by hand (one int8-static build, then measurement):
+Run by hand (two int8-static builds, then measurement):
 
     .venv/bin/python benchmarks/calibration_content.py --models DIR --work DIR \\
         [--frames 16] [--holdout-frames 24] [--json FILE]
 
-DIR is a model directory with float32 and int8-static files (int8-static calibrated the
-default way: 16 synthetic frames). WORK/natural gets an int8-static set calibrated on
-``--frames`` frames of the natural ``calibration`` split (uvq_int8.build.natural), from the same
-float32 files. Both are measured against float32 on the ``holdout`` and ``confirmation``
-splits (photographs the calibration never saw): per-frame logit change, max and mean.
+DIR is a model directory with the float32 files (and manifest.json). WORK/synthetic and
+WORK/natural each get an int8-static set from those float32 files, calibrated on
+``--frames`` frames of the synthetic patterns (``--calibration-content synthetic``) or of
+the natural ``calibration`` split (the default since this measurement). Both are measured
+against float32 on the ``holdout`` and ``confirmation`` splits (photographs the calibration
+never saw): per-frame logit change, max and mean.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     entries = mf.load(args.models).files
     checkpoints = {net: Path(entries[f"{net}_net.tflite"]["checkpoint"]["path"]) for net in NETS}
-    out = args.work / "natural"
-    if not (out / "distortion_net_int8_static.tflite").is_file():
+    sets = {}
+    for content in ("synthetic", "natural"):
+        out = sets[content] = args.work / content
+        if (out / "distortion_net_int8_static.tflite").is_file():
+            continue
         out.mkdir(parents=True, exist_ok=True)
         for net in NETS:
             name = f"{net}_net.tflite"
@@ -60,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         build.build(build.BuildOptions(
             checkpoints=checkpoints, out_dir=out, backends="int8-static",
             calibration_frames=args.frames, threads=args.threads,
-            frame_source=natural.frame_source("calibration"),
-            frame_source_name="natural calibration clips (uvq_int8.build.natural)"))
+            calibration_content=content))
     rows = {}
     for split in ("holdout", "confirmation"):
         made = natural.make_set(split, args.holdout_frames)
-        for name, directory in (("synthetic", args.models), ("natural", out)):
+        for name, directory in sets.items():
             d = deltas(directory, made.frames, args.threads)
             rows[f"{name} calibration, {split}"] = {
                 "frames": int(d.size), "images": made.images, "logit_delta_max": float(d.max()),
