@@ -235,8 +235,10 @@ class FrameSources:
             return
         if not options.calibration_videos:
             self.source = _frame_source(options)
-            if self.source is None:  # the natural clips: made now, before any conversion
-                self.calibration_store()
+            if self.source is None:  # the natural clips: fail now if they cannot be made
+                from uvq_int8.build import natural
+
+                natural.load_photo(natural.SPLIT_IMAGES["calibration"][0])
             return
         self.store = _FrameStore(self.tmp)
         used = _decode_videos(options.calibration_videos, options.calibration_frames, self.store)

@@ -197,7 +197,7 @@ class _Builder:
         float_model = float_path.read_bytes()
         self.float_paths[net] = float_path
         self.float32_sizes[net] = len(float_model)
-        # auto files wait for every net's float32 file: see make_auto.
+        # auto files wait for every net's float32 file: see _make_auto.
         jobs = [j for j in self.plan.to_build if j.net == net and j.recipe != "auto"]
         # float32 copies first: they are ready at once; the calibrated recipe is slowest.
         jobs.sort(key=lambda j: (j.recipe != "float32", quantize.get_recipe(j.recipe).calibrated))
@@ -221,87 +221,6 @@ class _Builder:
                                         str(exc), float32_size=len(float_model)))
                 continue
             self._write(job, data, info, inputs, outputs)
-
-    def make_auto(self) -> None:
-        """Search for the fastest configuration within the budget, then write its files."""
-        from uvq_int8.build import auto, quantize
-        from uvq_int8.build import sensitivity as S
-        from uvq_int8.runtime.tflite_info import read_model_info
-
-        options = self.plan.options
-        jobs = {j.net: j for j in self.plan.auto_jobs}
-
-        def say(text: str) -> None:
-            for job in jobs.values():
-                self.reporter.status(job.filename, text)
-            self.sampler.sample()
-
-        say("making validation frames")
-        frames = self.frames.validation()
-        float_models = {net: self.float_paths[net].read_bytes() for net in S.BACKBONES}
-        ranges = {net: self.frame_ranges(net, jobs[net].filename, float_models[net])
-                  for net in S.BACKBONES}
-        say(f"measuring the float32 reference on {len(frames)} validation frames")
-        held = S.HeldOut(self.float_paths, frames, options.threads)
-        try:
-            result = auto.search(float_models, ranges, held, float(options.max_logit_delta),
-                                 mixed=options.auto_mixed, sensitivity=options.sensitivity,
-                                 progress=say)
-        except quantize.QuantizationError as exc:
-            for job in jobs.values():
-                self._finish(FileResult(job.backend, job.net, job.filename, job.recipe,
-                                        "failed", f"auto search: {exc}",
-                                        float32_size=self.float32_sizes.get(job.net)))
-            return
-        try:
-            made = {net: auto.make_model(result.choices[net], float_models[net], ranges[net])
-                    for net in S.BACKBONES}
-        except quantize.QuantizationError as exc:
-            made = {}
-            failure = str(exc)
-        if made:
-            self.confirm(result, made, float_models, say)
-        for net, job in jobs.items():
-            choice = result.choices[net]
-            try:
-                say(f"writing {choice.label}")
-                if not made:
-                    raise quantize.QuantizationError(failure)
-                data = made[net]
-                info = read_model_info(data)
-                auto.check_choice(choice, info)
-                inputs, outputs = _io_ports(net, info)
-                _check_ports(net, job.filename, inputs, outputs)
-            except quantize.QuantizationError as exc:
-                self._finish(FileResult(job.backend, net, job.filename, job.recipe, "failed",
-                                        str(exc), float32_size=len(float_models[net])))
-                continue
-            options_with_choice = {**job.options, "choice": result.recipe_options(net)}
-            self._write(job, data, info, inputs, outputs, options_with_choice)
-
-    def confirm(self, result, made: dict[str, bytes], float_models: Mapping[str, bytes],
-                say: Callable[[str], None]) -> None:
-        """Confirm the searched choice once on the confirmation frames (runtime/promise.py);
-        on a miss, fall back to float32 and replace ``made`` with the float32 bytes."""
-        from uvq_int8.runtime import promise
-
-        options = self.plan.options
-        say("making the confirmation frames")
-        frames, images, content = self.frames.confirmation()
-        say(f"confirming {result.content.label} / {result.distortion.label} on "
-            f"{len(frames)} frames")
-        models = {net: (None if result.choices[net].recipe == "float32" else made[net])
-                  for net in made}
-        deltas = promise.confirmation_deltas(self.float_paths, frames, models, options.threads)
-        found = promise.confirm(deltas, float(options.max_logit_delta), images, content,
-                                options.promise_fraction)
-        result.content_basis = dict(self.frames.content_basis)
-        if found.holds:
-            result.promise = found
-        else:
-            result.fall_back_to_float32(found)
-            made.update({net: bytes(float_models[net]) for net in made})
-        self.auto_record = result.as_dict()
 
     def _write(self, job: FileJob, data: bytes, info, inputs: list[dict],
                outputs: list[dict], recipe_options: dict[str, Any] | None = None) -> None:
@@ -336,6 +255,91 @@ class _Builder:
     def _finish(self, result: FileResult) -> None:
         self.results[result.filename] = result
         self.reporter.done(result)
+
+
+# --------------------------------------------------------------------------- auto
+
+def _make_auto(builder: _Builder) -> None:
+    """Search for the fastest configuration within the budget, then write its files
+    (``builder``: the build in progress)."""
+    from uvq_int8.build import auto, quantize
+    from uvq_int8.build import sensitivity as S
+    from uvq_int8.runtime.tflite_info import read_model_info
+
+    options = builder.plan.options
+    jobs = {j.net: j for j in builder.plan.auto_jobs}
+
+    def say(text: str) -> None:
+        for job in jobs.values():
+            builder.reporter.status(job.filename, text)
+        builder.sampler.sample()
+
+    say("making validation frames")
+    frames = builder.frames.validation()
+    float_models = {net: builder.float_paths[net].read_bytes() for net in S.BACKBONES}
+    ranges = {net: builder.frame_ranges(net, jobs[net].filename, float_models[net])
+              for net in S.BACKBONES}
+    say(f"measuring the float32 reference on {len(frames)} validation frames")
+    held = S.HeldOut(builder.float_paths, frames, options.threads)
+    try:
+        result = auto.search(float_models, ranges, held, float(options.max_logit_delta),
+                             mixed=options.auto_mixed, sensitivity=options.sensitivity,
+                             progress=say)
+    except quantize.QuantizationError as exc:
+        for job in jobs.values():
+            builder._finish(FileResult(job.backend, job.net, job.filename, job.recipe,
+                                    "failed", f"auto search: {exc}",
+                                    float32_size=builder.float32_sizes.get(job.net)))
+        return
+    try:
+        made = {net: auto.make_model(result.choices[net], float_models[net], ranges[net])
+                for net in S.BACKBONES}
+    except quantize.QuantizationError as exc:
+        made = {}
+        failure = str(exc)
+    if made:
+        _confirm(builder, result, made, float_models, say)
+    for net, job in jobs.items():
+        choice = result.choices[net]
+        try:
+            say(f"writing {choice.label}")
+            if not made:
+                raise quantize.QuantizationError(failure)
+            data = made[net]
+            info = read_model_info(data)
+            auto.check_choice(choice, info)
+            inputs, outputs = _io_ports(net, info)
+            _check_ports(net, job.filename, inputs, outputs)
+        except quantize.QuantizationError as exc:
+            builder._finish(FileResult(job.backend, net, job.filename, job.recipe, "failed",
+                                    str(exc), float32_size=len(float_models[net])))
+            continue
+        options_with_choice = {**job.options, "choice": result.recipe_options(net)}
+        builder._write(job, data, info, inputs, outputs, options_with_choice)
+
+def _confirm(builder: _Builder, result, made: dict[str, bytes], float_models: Mapping[str, bytes],
+             say: Callable[[str], None]) -> None:
+    """Confirm the searched choice once on the confirmation frames (runtime/promise.py);
+    on a miss, fall back to float32 and replace ``made`` with the float32 bytes."""
+    from uvq_int8.runtime import promise
+
+    options = builder.plan.options
+    say("making the confirmation frames")
+    frames, images, content = builder.frames.confirmation()
+    say(f"confirming {result.content.label} / {result.distortion.label} on "
+        f"{len(frames)} frames")
+    models = {net: (None if result.choices[net].recipe == "float32" else made[net])
+              for net in made}
+    deltas = promise.confirmation_deltas(builder.float_paths, frames, models, options.threads)
+    found = promise.confirm(deltas, float(options.max_logit_delta), images, content,
+                            options.promise_fraction)
+    result.content_basis = dict(builder.frames.content_basis)
+    if found.holds:
+        result.promise = found
+    else:
+        result.fall_back_to_float32(found)
+        made.update({net: bytes(float_models[net]) for net in made})
+    builder.auto_record = result.as_dict()
 
 
 def _skipped_result(job: FileJob, entry: Mapping[str, Any], float_size: int | None) -> FileResult:
@@ -424,7 +428,7 @@ def _run(plan: BuildPlan, builder: _Builder) -> None:
                 net = pending.pop(done)
                 builder.make_files(net, done.result())  # re-raises a conversion error
             if plan.auto_jobs:
-                builder.make_auto()
+                _make_auto(builder)
         except BaseException:
             for future in futures:
                 future.cancel()
