@@ -13,6 +13,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from uvq_int8 import batch
+from uvq_int8 import rows as _rows
 from uvq_int8 import config as _config
 from uvq_int8.errors import UserError
 from uvq_int8.runtime import scoring
@@ -48,7 +49,7 @@ class _Scorer:
         paths = iter([str(p) for p in paths_batch["path"]])
         rows: list[dict] = []
         batch.run_worker(self.spec, lambda: next(paths, None), rows.append, self.models)
-        return batch.rows_to_table(rows)
+        return _rows.rows_to_table(rows)
 
 
 def make_spec(backend: str | None = None, model_dir: str | None = None,
@@ -69,7 +70,7 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
                   threads_per_actor: int | None = None,
                   options: scoring.ScoreOptions = scoring.ScoreOptions(),
                   spec: batch.WorkerSpec | None = None, batch_size: int = 1):
-    """A lazy Ray dataset of result rows (``batch.COLUMNS``), one per input path.
+    """A lazy Ray dataset of result rows (``rows.COLUMNS``), one per input path.
 
     ``paths_or_dataset``: paths, or a Ray dataset with a ``path`` column. Each of the
     ``concurrency`` actors asks Ray for ``threads_per_actor`` CPUs (default 1) and runs

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Callable
 
-from uvq_int8 import batch
+from uvq_int8 import batch, rows
 from uvq_int8 import config as _config
 from uvq_int8.errors import UserError
 
@@ -22,7 +22,7 @@ JOBS_HELP = ("worker processes, each loading the models once (default 1: score i
 
 
 def add_batch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=batch.FORMATS, help=FORMAT_HELP)
+    p.add_argument("--format", choices=rows.FORMATS, help=FORMAT_HELP)
     p.add_argument("--jobs", type=int, default=None, metavar="N", help=JOBS_HELP)
 
 
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a .txt list of videos, a directory (searched recursively for "
                                  f"{', '.join(batch.VIDEO_EXTENSIONS)}), or - for a list on stdin")
     p.add_argument("--output", required=True, help="results file")
-    p.add_argument("--format", choices=batch.FORMATS, default="jsonl",
+    p.add_argument("--format", choices=rows.FORMATS, default="jsonl",
                    help="results format (default jsonl); one row per video, failures included")
     p.add_argument("--resume", action="store_true",
                    help="keep good rows of unchanged files already in --output; score the rest "
@@ -136,8 +136,8 @@ def _score(args: argparse.Namespace, paths: list[str],
 
 def _writer(args: argparse.Namespace, paths: list[str]):
     if args.format:
-        return batch.RowWriter(args.output, args.format, paths, resume=args.resume)
-    return batch.LegacyWriter(args.output, paths, resume=args.resume)
+        return rows.RowWriter(args.output, args.format, paths, resume=args.resume)
+    return rows.LegacyWriter(args.output, paths, resume=args.resume)
 
 
 def run_uvq(args: argparse.Namespace) -> int:
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     paths = _paths(args.input)
     if args.engine == "local":
         spec = _spec(args)
-        writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
+        writer = rows.RowWriter(args.output, args.format, paths, resume=args.resume)
         jobs = args.jobs or 1
         return _score(args, paths, writer,
                       lambda todo, on_row: batch.score_paths(todo, spec, jobs, on_row))
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = _config_of(args)
     spec = distributed.make_spec(args.backend, args.model_dir, args.threads, _options(args),
                                  audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
-    writer = batch.RowWriter(args.output, args.format, paths, resume=args.resume)
+    writer = rows.RowWriter(args.output, args.format, paths, resume=args.resume)
 
     def ray_engine(todo: list[str], on_row: Callable[[dict], None]) -> None:
         if not todo:
