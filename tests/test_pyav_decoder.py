@@ -19,8 +19,10 @@ import pytest
 
 from uvq_int8.runtime import pyav_decoder, video
 
-pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
-                                reason="ffmpeg/ffprobe not installed")
+pytestmark = [pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
+                                 reason="ffmpeg/ffprobe not installed"),
+              # The clip matrix takes seconds; a stuck decoder fails here, not the run.
+              pytest.mark.timeout(600)]
 av = pytest.importorskip("av")
 
 SRC = "testsrc2=size=192x108:rate=30:duration=4"
