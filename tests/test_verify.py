@@ -278,7 +278,7 @@ def test_a_tiny_logit_limit_fails_and_names_what_failed(model_dir, reference_dir
 
 def test_accuracy_is_a_score_target_not_the_regression_limit(model_dir, reference_dir, capsys,
                                                              tmp_path):
-    """int8-static passes its regression limits (logit 2.0, score 4.0) but not a 0.001 score
+    """int8-static passes its regression limits (logit 5.0, score 10.0) but not a 0.0001 score
     target; the exit status follows accuracy."""
     report_json = tmp_path / "v.json"
     code = main(["verify", "--model-dir", str(model_dir), "--backend", "int8-static",

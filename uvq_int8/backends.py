@@ -108,7 +108,7 @@ BUILTIN_BACKENDS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "recipe": "float32", "suffix": "", "in_all": IN_ALL_ALWAYS,
         # The baseline, held to PyTorch when the checkpoints are available; 1e-3 leaves
         # room for other CPUs' float summation order.
-        "verify": VerifyLimits(1e-3, 1.3e-5, 0.9999, 1.0, 0.9999, 1.0, reference="pytorch")},
+        "verify": VerifyLimits(1e-3, 1.6e-5, 0.9999, 1.0, 0.9999, 1.0, reference="pytorch")},
     "fp16": {
         "description": "float16 weights: half the download, float32 speed and accuracy.",
         "recipe": "fp16_weights", "suffix": "_fp16", "in_all": IN_ALL_ALWAYS,
@@ -131,7 +131,9 @@ BUILTIN_BACKENDS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
                        "aggregation head.",
         "recipe": "static_wi8_ai8", "per_net": _FLOAT_HEAD, "suffix": "_int8_static",
         "in_all": IN_ALL_ALWAYS,
-        "verify": VerifyLimits(2.0, 1.36, 0.2, 0.446, 0.6, 0.819)},
+        # Natural calibration (the default): further from float32 on these synthetic
+        # frames than synthetic calibration was, closer on photographs (docs/backends.md).
+        "verify": VerifyLimits(5.0, 3.29, 0.05, 0.145, 0.4, 0.714)},
     "auto": {
         "description": "The fastest configuration whose measured logit change is within a "
                        "budget (uvq-int8 build --backend auto --max-logit-delta D).",
