@@ -36,7 +36,7 @@ import numpy as np
 from uvq_int8.errors import UserError
 from uvq_int8.util import sha256_bytes
 
-NATURAL_VERSION = 1
+NATURAL_VERSION = 2  # 2: filters and encoder in two ffmpeg runs (repeatable frames)
 SPLITS = ("calibration", "search", "confirmation", "holdout")
 SECONDS_PER_CLIP = 2     # 2 frames per clip at uvq's 1 fps
 ENCODE_FPS = 6
@@ -207,25 +207,41 @@ def _write_ppm(path: Path, image: np.ndarray) -> None:
     path.write_bytes(f"P6 {w} {h} 255\n".encode() + image.tobytes())
 
 
+def _run_ffmpeg(argv: list[str], spec: ClipSpec) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+    except FileNotFoundError:
+        raise NaturalContentError(f"ffmpeg not found ({argv[0]}); the natural clips are "
+                                  f"encoded with it") from None
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        raise NaturalContentError(f"encoding natural clip {spec.name} failed: {tail[0]}")
+
+
 def encode_clip(spec: ClipSpec, out: Path, ffmpeg: str = "ffmpeg",
                 photo: Path | None = None) -> Path:
-    """Encode one clip with the ffmpeg CLI (H.264, B-frames, yuv420p)."""
+    """Encode one clip with the ffmpeg CLI (H.264, B-frames, yuv420p).
+
+    Two commands: the filters write raw frames to a file, then x264 encodes that file. In
+    one command the same filters and encoder gave different bitstreams from run to run
+    (ffmpeg 5.1; from raw frames x264 is repeatable), and the promise's frames must be
+    the same on every build.
+    """
+    quiet = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y"]
     with tempfile.TemporaryDirectory(prefix="uvq-int8-photo-") as tmp:
         if photo is None:
             photo = Path(tmp) / f"{spec.image}.ppm"
             _write_ppm(photo, load_photo(spec.image))
-        argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-loop", "1",
-                "-framerate", str(ENCODE_FPS), "-i", str(photo), "-t", str(SECONDS_PER_CLIP),
-                "-vf", _filters(spec), "-c:v", "libx264", "-preset", "veryfast",
-                "-crf", str(spec.crf), "-bf", "2", "-threads", "1", "-an", str(out)]
-        try:
-            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
-        except FileNotFoundError:
-            raise NaturalContentError(f"ffmpeg not found ({ffmpeg}); the natural clips are "
-                                      f"encoded with it") from None
-    if proc.returncode != 0 or not out.is_file():
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
-        raise NaturalContentError(f"encoding natural clip {spec.name} failed: {tail[0]}")
+        raw = Path(tmp) / "frames.yuv"
+        _run_ffmpeg([*quiet, "-loop", "1", "-framerate", str(ENCODE_FPS), "-i", str(photo),
+                     "-t", str(SECONDS_PER_CLIP), "-vf", _filters(spec), "-f", "rawvideo",
+                     "-pix_fmt", "yuv420p", str(raw)], spec)
+        _run_ffmpeg([*quiet, "-f", "rawvideo", "-pix_fmt", "yuv420p",
+                     "-s", f"{spec.width}x{spec.height}", "-framerate", str(ENCODE_FPS),
+                     "-i", str(raw), "-c:v", "libx264", "-preset", "veryfast",
+                     "-crf", str(spec.crf), "-bf", "2", "-threads", "1", "-an", str(out)], spec)
+    if not out.is_file():
+        raise NaturalContentError(f"encoding natural clip {spec.name} failed: no output")
     return out
 
 
