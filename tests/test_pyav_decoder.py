@@ -234,3 +234,19 @@ def test_another_ffmpeg_version_hands_over_to_the_cli(reference_dir, tmp_path):
                               "found 'ffmpeg version 6.1.1'")
     golden = np.load(reference_dir / "sample_landscape.golden.npz")["frames_uint8"]
     assert np.array_equal(np.stack(frames[:len(golden)]), golden)
+
+
+def test_stopping_early_with_decoder_threads_never_hangs(tmp_path):
+    """FFmpeg's decoder threads log while a frame-threaded decoder is freed. With a PyAV log
+    level set, that logging waits for the GIL that the freeing thread holds: a deadlock
+    (it hung a CI run). The decoder keeps PyAV's default, no Python log callback, and a
+    corrupt clip (which makes the decoder threads log) stopped after its first frame, many
+    times, finishes."""
+    src = _ffmpeg(CLIPS["h264_bpyramid"][0], tmp_path / "src.mp4")
+    clip = _corrupt(src, tmp_path / "corrupt.mp4")
+    info = video.probe(clip)
+    for _ in range(30):
+        frames = pyav_decoder.iter_frames(clip, fps=1, info=info, decode_threads=None)
+        next(frames)
+        frames.close()
+    assert av.logging.get_level() is None

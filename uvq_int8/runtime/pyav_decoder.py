@@ -268,7 +268,10 @@ def _import_av():
         import av
     except ImportError:
         raise VideoError("PyAV is not installed (pip install av); use --decoder ffmpeg") from None
-    av.logging.set_level(av.logging.PANIC)
+    # PyAV's own default: FFmpeg's messages are dropped without Python. Any level installs a
+    # callback that takes the GIL from FFmpeg's decoder threads, and freeing a frame-threaded
+    # decoder (which holds the GIL and waits for those threads) then deadlocks.
+    av.logging.set_level(None)
     return av
 
 
