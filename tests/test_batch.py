@@ -251,8 +251,11 @@ def test_ctrl_c_keeps_finished_rows_leaves_no_ffmpeg_and_resume_finishes(
     args = [sys.executable, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())",
             str(eight), "--format", "jsonl", "--jobs", "2", "--output", str(out),
             "--backend", BACKEND, "--model-dir", str(built_models), "--decoder", decoder]
+    # A job started with "&" by a shell without job control inherits SIGINT ignored, and
+    # so would this child: give it the default, as a terminal's foreground job has.
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: out.is_file() and len(out.read_text().splitlines()) >= 1)
         if decoder == "ffmpeg":  # mid-decode; PyAV decodes inside the worker processes
