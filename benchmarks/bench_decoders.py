@@ -24,6 +24,10 @@ and reports for each:
    and ratios from this one run;
 3. peak memory of the whole process tree (Python plus ffmpeg children) for int8-static,
    sampled from /proc every 10 ms in a fresh process per decoder.
+
+``--length`` also joins ``h264_8M`` three times (stream copy, 60 s) and reports decode CPU
+per scored frame and peak process-tree memory for the 20 s and the 60 s clip, to show
+that neither grows with the video's length.
 """
 
 from __future__ import annotations
@@ -94,6 +98,44 @@ def _make_master(out: Path) -> None:
             subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *inputs,
                             "-filter_complex", graph, "-map", "[out]", *CLIPS[MASTER],
                             str(tmp_out)], check=True)
+
+
+def make_long_clip(clip: Path, times: int = 3) -> Path:
+    """``clip`` joined ``times`` times without re-encoding (ffmpeg's concat demuxer)."""
+    out = clip.with_name(f"{clip.stem}_x{times}.mp4")
+    if not out.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            listing = Path(tmp) / "list.txt"
+            listing.write_text(f"file '{clip.resolve()}'\n" * times)
+            with atomic_path(out, suffix=".mp4") as tmp_out:
+                subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat",
+                                "-safe", "0", "-i", str(listing), "-c", "copy", str(tmp_out)],
+                               check=True)
+    return out
+
+
+def length_check(clip: Path, model_dir: Path, threads: int) -> dict:
+    """Decode CPU per scored frame and peak tree memory, 20 s clip against 60 s."""
+    out = {}
+    for label, path in (("20 s", clip), ("60 s", make_long_clip(clip))):
+        out[label] = {d: dict(decode_cpu(path, d),
+                              peak_tree_mb=peak_tree_mb(path, "int8-static", model_dir,
+                                                        threads, d))
+                      for d in ("ffmpeg", "pyav")}
+    return out
+
+
+def report_length(res: dict) -> None:
+    print("\n## video length: h264_8M against itself joined three times")
+    print("| clip | decoder | scored frames | decode CPU per scored frame ms | "
+          "peak process-tree RSS MB | path that ran | skipped packets |")
+    print("|---|---|---|---|---|---|---|")
+    for label, by_decoder in res.items():
+        for d, r in by_decoder.items():
+            path = r["decoder"] + (f" ({r['fallback']})" if r["fallback"] else "")
+            print(f"| {label} | {d} | {r['frames']} | {r['per_frame_ms']:.0f} | "
+                  f"{r['peak_tree_mb']:.0f} | {path} | "
+                  f"{r['skipped_packets']} of {r['packets'] or '-'} |")
 
 
 def _cpu() -> float:
@@ -180,6 +222,8 @@ def main() -> int:
     parser.add_argument("--backends", default="int8-static,float32",
                         help="end-to-end backends (int8-static is also used for memory)")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    parser.add_argument("--length", action="store_true",
+                        help="also compare h264_8M with itself joined three times (60 s)")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--report", type=Path, help="only print the tables of a --json file")
     args = parser.parse_args()
@@ -187,6 +231,8 @@ def main() -> int:
         saved = json.loads(args.report.read_text())
         for name, res in saved["clips"].items():
             report(name, dict(res, cores=saved["cores"]))
+        if "length" in saved:
+            report_length(saved["length"])
         return 0
 
     if args.model_dir is None:
@@ -229,6 +275,10 @@ def main() -> int:
         res["codec"] = info.codec
         results["clips"][name] = res
         report(name, res)
+    if args.length:
+        results["length"] = length_check(make_clips(args.clips, [MASTER])[MASTER],
+                                         args.model_dir, args.threads)
+        report_length(results["length"])
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2))
     return 0
