@@ -164,7 +164,8 @@ def test_every_aggregation_file_has_the_score_first_and_the_logit_second(build_a
 
 def test_float32_aggregation_matches_the_fork_file_and_the_golden_logits(built_models,
                                                                           reference_dir,
-                                                                          golden_frames):
+                                                                          golden_frames,
+                                                                          golden_close):
     ours = _interpreter(built_models / "aggregation_net.tflite")
     fork = _interpreter(reference_dir / "aggregation_net.tflite")
     for i in range(len(golden_frames["logits"])):
@@ -173,7 +174,7 @@ def test_float32_aggregation_matches_the_fork_file_and_the_golden_logits(built_m
         score, logit = _run(ours, c, d)
         fork_score = _run(fork, c, d)[0]
         assert abs(score.item() - fork_score.item()) <= 1e-5
-        assert abs(logit.item() - float(golden_frames["logits"][i, 0])) <= 1e-4
+        golden_close(logit.item(), golden_frames["logits"][i, 0], "logit")
 
 
 def test_float32_backbones_match_the_golden_features(built_models, golden_frames):
