@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvq_int8.build import CHECKPOINT_NAMES
+from uvq_int8.convert import CHECKPOINT_NAMES
 from uvq_int8.util import atomic_path, machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,7 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
     """Decode like upstream (temp file, float64 video), run the PyTorch nets eagerly."""
     import torch
 
-    from uvq_int8.build import nets
+    from uvq_int8.convert import nets
     from uvq_int8.runtime import video
 
     torch.set_num_threads(threads)

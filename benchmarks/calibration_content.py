@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from uvq_int8.backends import NETS
-from uvq_int8 import build, runtime
+from uvq_int8 import convert, runtime
 from uvq_int8.util import atomic_write_text
-from uvq_int8.build import natural
+from uvq_int8.convert import natural
 from uvq_int8.runtime import manifest as mf
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{net}_net.tflite"
             shutil.copy(args.models / name, out / name)
             mf.update(out, {name: entries[name]})
-        build.build(build.BuildOptions(
+        convert.build(convert.BuildOptions(
             checkpoints=checkpoints, out_dir=out, backends="int8-static",
             calibration_frames=args.frames, threads=args.threads,
             calibration_content=content))

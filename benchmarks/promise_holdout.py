@@ -9,7 +9,7 @@ DIR is a model directory holding the float32 files (and manifest.json) built fro
 checkpoints to use; each budget B gets WORK/auto-B seeded with those float32 files (no
 conversion), built with the default validation content (natural search and confirmation
 clips). Then, on ``--holdout-frames`` frames of natural clips made from the ``holdout``
-photographs (uvq_int8.build.natural.SPLIT_IMAGES["holdout"], used by no build split), it reports
+photographs (uvq_int8.convert.natural.SPLIT_IMAGES["holdout"], used by no build split), it reports
 per budget: the choice, the promise the build stated, the fraction of holdout frames within
 B, the largest holdout change, and the time per frame of the chosen nets against float32
 (frames in memory, preprocessing + three nets, median of interleaved runs, 2 threads).
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from uvq_int8.backends import NETS
-from uvq_int8 import build, runtime
+from uvq_int8 import convert, runtime
 from uvq_int8.util import atomic_write_text
-from uvq_int8.build import natural
+from uvq_int8.convert import natural
 from uvq_int8.runtime import manifest as mf
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             seed(args.checkpoints_from, out)
             started = time.perf_counter()
             # The sensitivity tables only when the mixed search needs them (same choice).
-            summary = build.build(build.BuildOptions(checkpoints=checkpoints, out_dir=out,
+            summary = convert.build(convert.BuildOptions(checkpoints=checkpoints, out_dir=out,
                                                      backends="auto", max_logit_delta=budget,
                                                      threads=args.threads, sensitivity=False,
                                                      auto_mixed=not args.no_mixed))

@@ -114,14 +114,14 @@ def build_all(reference_dir, tmp_path_factory):
 
     for module in ("torch", "litert_torch", "ai_edge_quantizer"):
         pytest.importorskip(module)
-    from uvq_int8 import build
+    from uvq_int8 import convert
 
     out = tmp_path_factory.mktemp("build_all") / "uvq1.5"
     # The defaults a user gets, calibration included (16 synthetic frames).
-    options = build.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
+    options = convert.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
                                  backends="all")
     started = time.perf_counter()
-    summary = build.build(options)
+    summary = convert.build(options)
     return SimpleNamespace(path=out, summary=summary, options=options,
                            seconds=time.perf_counter() - started)
 

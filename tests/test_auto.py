@@ -12,23 +12,23 @@ import re
 import numpy as np
 import pytest
 
-from uvq_int8.build import auto
-from uvq_int8.build import sensitivity as S
+from uvq_int8.convert import auto
+from uvq_int8.convert import sensitivity as S
 
 # Tensor names as litert-torch writes them (DistortionNet, current and earlier convert.py).
-STEM = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
-        "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.ConvBNAct_0/"
+STEM = ("uvq_int8.convert.nets.DistortionNetExport/uvq_int8.convert.nets.DistortionNetCore_core/"
+        "torch.nn.modules.container.Sequential_features/uvq_int8.convert.nets.ConvBNAct_0/"
         "torch.nn.modules.activation.SiLU_2;1")
-BLOCK12_SE = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
-              "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.MBConv_12/"
+BLOCK12_SE = ("uvq_int8.convert.nets.DistortionNetExport/uvq_int8.convert.nets.DistortionNetCore_core/"
+              "torch.nn.modules.container.Sequential_features/uvq_int8.convert.nets.MBConv_12/"
               "torch.nn.modules.container.Sequential_block/"
               "__main__._two_step_mean_se.<locals>.TwoStepMeanSqueezeExcite_2;")
-BLOCK3_ADD = ("uvq_int8.build.nets.ContentNetExport/torch.nn.modules.container.Sequential_features/"
-              "uvq_int8.build.nets.MBConv_3;")
-HEAD = ("uvq_int8.build.nets.DistortionNetExport/uvq_int8.build.nets.DistortionNetCore_core/"
-        "torch.nn.modules.container.Sequential_features/uvq_int8.build.nets.SameConv_17/"
+BLOCK3_ADD = ("uvq_int8.convert.nets.ContentNetExport/torch.nn.modules.container.Sequential_features/"
+              "uvq_int8.convert.nets.MBConv_3;")
+HEAD = ("uvq_int8.convert.nets.DistortionNetExport/uvq_int8.convert.nets.DistortionNetCore_core/"
+        "torch.nn.modules.container.Sequential_features/uvq_int8.convert.nets.SameConv_17/"
         "torch.nn.modules.conv.Conv2d_conv;")
-TILE = "uvq_int8.build.nets.DistortionNetExport;14"
+TILE = "uvq_int8.convert.nets.DistortionNetExport;14"
 
 
 def test_op_groups_come_from_the_module_path():
@@ -54,7 +54,7 @@ def test_group_regex_matches_the_quantizers_scope_of_exactly_those_ops():
     assert re.search(regex, TILE + ";")
     assert not re.search(regex, STEM + ";")
     assert not re.search(regex, BLOCK3_ADD + ";")
-    assert not re.search(regex, "uvq_int8.build.nets.DistortionNetExport;1;")  # a prefix of TILE
+    assert not re.search(regex, "uvq_int8.convert.nets.DistortionNetExport;1;")  # a prefix of TILE
     assert S.group_regex(_ops(), []) is None
 
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvq_int8.build import auto
-from uvq_int8 import build
+from uvq_int8.convert import auto
+from uvq_int8 import convert
 from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
 from uvq_int8.cli.main import main
@@ -40,7 +40,7 @@ def _copy(src: Path, dest: Path) -> Path:
 
 
 def _auto_options(reference_dir: Path, out: Path, budget: float | None, **extra):
-    return build.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
+    return convert.BuildOptions(checkpoints=reference_checkpoints(reference_dir), out_dir=out,
                               backends="auto", max_logit_delta=budget,
                               validation_frames=VALIDATION_FRAMES,
                               confirmation_frames=CONFIRMATION_FRAMES, **extra)
@@ -51,7 +51,7 @@ def loose(build_all, reference_dir, tmp_path_factory):
     """auto with a loose budget (3.0), built beside the other backends."""
     out = _copy(build_all.path, tmp_path_factory.mktemp("auto") / "models")
     options = _auto_options(reference_dir, out, 3.0)
-    summary = build.build(options)
+    summary = convert.build(options)
     return SimpleNamespace(path=out, summary=summary, options=options,
                            manifest=mf.load(out))
 
@@ -128,7 +128,7 @@ def test_auto_is_a_backend_like_the_others(loose):
 
 
 def test_a_second_auto_build_searches_nothing(loose):
-    again = build.build(loose.options)
+    again = convert.build(loose.options)
     assert again.auto is None and not again.built
     assert sorted(f.filename for f in again.skipped) == sorted(AUTO_FILES)
 
@@ -183,7 +183,7 @@ def test_the_same_inputs_and_budget_give_the_same_files(loose, tmp_path):
     out = _copy(loose.path, tmp_path / "models")
     for name in AUTO_FILES:
         (out / name).unlink()  # made again from the same float32 files, not reconverted
-    again = build.build(build.BuildOptions(**{**loose.options.__dict__, "out_dir": out,
+    again = convert.build(convert.BuildOptions(**{**loose.options.__dict__, "out_dir": out,
                                               "sensitivity": False}))
     assert again.conversions == []
     assert again.auto["choices"] == loose.summary.auto["choices"]
@@ -242,9 +242,9 @@ def test_a_confirmation_too_small_for_the_promise_is_refused(reference_dir, tmp_
 
 def test_all_names_auto_only_when_a_budget_is_given(reference_dir, tmp_path):
     options = _auto_options(reference_dir, tmp_path / "m", None)
-    plain = build.plan_build(build.BuildOptions(**{**options.__dict__, "backends": "all"}))
+    plain = convert.plan_build(convert.BuildOptions(**{**options.__dict__, "backends": "all"}))
     assert "auto" not in plain.backends
-    with_budget = build.plan_build(build.BuildOptions(**{**options.__dict__, "backends": "all",
+    with_budget = convert.plan_build(convert.BuildOptions(**{**options.__dict__, "backends": "all",
                                                          "max_logit_delta": 0.5}))
     assert with_budget.backends[-1] == "auto"
     assert with_budget.auto_jobs and set(with_budget.nets_to_convert) == {
@@ -253,9 +253,9 @@ def test_all_names_auto_only_when_a_budget_is_given(reference_dir, tmp_path):
 
 def test_a_changed_budget_rebuilds_the_auto_files_only(loose, tmp_path):
     out = _copy(loose.path, tmp_path / "models")
-    options = build.BuildOptions(**{**loose.options.__dict__, "out_dir": out,
+    options = convert.BuildOptions(**{**loose.options.__dict__, "out_dir": out,
                                     "max_logit_delta": 2.0})
-    plan = build.plan_build(options)
+    plan = convert.plan_build(options)
     reasons = {j.filename: j.reason for j in plan.jobs}
     assert reasons == {"content_net_auto.tflite": "recipe options changed",
                        "distortion_net_auto.tflite": "recipe options changed",

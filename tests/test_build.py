@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8 import build
+from uvq_int8 import convert
 from uvq_int8.runtime import frames
 from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
@@ -193,7 +193,7 @@ def test_float32_backbones_match_the_golden_features(built_models, golden_frames
 def test_a_second_identical_build_changes_nothing(build_all):
     before = {name: (p.stat().st_mtime_ns, p.read_bytes() if name == mf.MANIFEST_NAME else None)
               for name, p in _files(build_all.path).items()}
-    summary = build.build(build_all.options)
+    summary = convert.build(build_all.options)
     assert len(summary.skipped) == 18 and not summary.built and not summary.conversions
     after = {name: (p.stat().st_mtime_ns, p.read_bytes() if name == mf.MANIFEST_NAME else None)
              for name, p in _files(build_all.path).items()}
@@ -249,9 +249,9 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
     names = ["content_net.tflite", "content_net_int8.tflite", "distortion_net.tflite",
              "distortion_net_int8.tflite", "aggregation_net.tflite", "aggregation_net_int8.tflite"]
     out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
-    options = build.BuildOptions(checkpoints=build_all.options.checkpoints, out_dir=out_dir,
+    options = convert.BuildOptions(checkpoints=build_all.options.checkpoints, out_dir=out_dir,
                                  backends="float32,int8")
-    plan = build.plan_build(options)
+    plan = convert.plan_build(options)
     assert plan.to_build == [] and set(plan.float_sources) == set(NETS)
 
     damaged = out_dir / "content_net_int8.tflite"
@@ -259,24 +259,24 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
     (out_dir / "aggregation_net_int8.tflite").unlink()
-    plan = build.plan_build(options)
+    plan = convert.plan_build(options)
     assert {j.filename: j.reason for j in plan.to_build} == {
         "content_net_int8.tflite": "file does not match its recorded sha256",
         "aggregation_net_int8.tflite": "file missing"}
     assert plan.nets_to_convert == []  # derived from the current float32 files
 
-    forced = build.plan_build(build.BuildOptions(checkpoints=options.checkpoints,
+    forced = convert.plan_build(convert.BuildOptions(checkpoints=options.checkpoints,
                                                  out_dir=out_dir, backends="float32,int8",
                                                  force=True))
     assert {j.reason for j in forced.jobs} == {"forced"} and forced.float_sources == {}
     assert forced.nets_to_convert == ["distortion", "content", "aggregation"]
 
-    more_frames = build.BuildOptions(checkpoints=options.checkpoints, out_dir=build_all.path,
+    more_frames = convert.BuildOptions(checkpoints=options.checkpoints, out_dir=build_all.path,
                                      backends="int8-static,int4",
                                      calibration_frames=build_all.options.calibration_frames + 1,
                                      frame_source=build_all.options.frame_source,
                                      frame_source_name=build_all.options.frame_source_name)
-    reasons = {j.filename: j.reason for j in build.plan_build(more_frames).jobs}
+    reasons = {j.filename: j.reason for j in convert.plan_build(more_frames).jobs}
     assert reasons == {"content_net_int8_static.tflite": "recipe options changed",
                        "distortion_net_int8_static.tflite": "recipe options changed",
                        "aggregation_net_int8_static.tflite": None,
@@ -286,7 +286,7 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
 
 def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, reference_dir,
                                                                   tmp_path, monkeypatch, capsys):
-    from uvq_int8.build import quantize
+    from uvq_int8.convert import quantize
 
     names = [f"{net}_net.tflite" for net in NETS]
     out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
@@ -323,11 +323,11 @@ def test_missing_checkpoint_names_the_expected_path(tmp_path, capsys):
 def test_uvq_root_uses_the_upstream_layout(tmp_path, reference_dir, capsys):
     root = tmp_path / "uvq"
     (root / "uvq1p5_pytorch" / "checkpoints").mkdir(parents=True)
-    paths = build.resolve_checkpoints(uvq_root=root)
+    paths = convert.resolve_checkpoints(uvq_root=root)
     assert paths["distortion"] == root / "uvq1p5_pytorch/checkpoints/distortion_net.pth"
-    assert build.default_out_dir(root) == root / "models/tflite_models/uvq1.5"
+    assert convert.default_out_dir(root) == root / "models/tflite_models/uvq1.5"
     # A per-net path overrides the directory.
-    override = build.resolve_checkpoints(uvq_root=root, content=reference_dir / "x.pth")
+    override = convert.resolve_checkpoints(uvq_root=root, content=reference_dir / "x.pth")
     assert override["content"] == reference_dir / "x.pth"
     _assert_fails(["--uvq-root", str(root)], capsys, "content checkpoint not found: "
                   f"{root / 'uvq1p5_pytorch/checkpoints/content_net.pth'}")
@@ -404,7 +404,7 @@ def test_read_only_output_directory_is_refused(reference_dir, tmp_path, capsys):
 
 
 def test_missing_build_extra_says_how_to_install_it(reference_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(build.options, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
+    monkeypatch.setattr(convert.options, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
     out = tmp_path / "out"
     _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
                   capsys, "no_such_module_for_uvq_test", "pip install 'uvq-int8[build]'")
@@ -420,21 +420,21 @@ def test_missing_calibration_video_is_refused_before_building(reference_dir, tmp
 
 
 def test_require_build_tools_names_every_missing_module():
-    with pytest.raises(build.BuildError, match=r"torch, litert_torch.*pip install"):
-        build.require_build_tools(lambda name: None if name != "ai_edge_quantizer" else object())
-    build.require_build_tools(lambda name: object())
+    with pytest.raises(convert.BuildError, match=r"torch, litert_torch.*pip install"):
+        convert.require_build_tools(lambda name: None if name != "ai_edge_quantizer" else object())
+    convert.require_build_tools(lambda name: object())
 
 
 def test_export_rewrite_keeps_the_maths_of_squeeze_excitation(reference_dir):
     torch = pytest.importorskip("torch")
-    from uvq_int8.build import convert, nets
+    from uvq_int8.convert import export, nets
 
     module = nets.export_module("content", nets.load_core(
         "content", reference_dir / CHECKPOINTS["content"]))
     x = nets.example_inputs("content")
     with torch.inference_mode():
         before = module(*x)
-    assert convert.rewrite_for_export(module) == 16
+    assert export.rewrite_for_export(module) == 16
     with torch.inference_mode():
         after = module(*x)
     # Only the summation order changes: float32 noise, which this random net amplifies

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from uvq_int8.build import natural as N
+from uvq_int8.convert import natural as N
 from uvq_int8.runtime import video
 
 pytest.importorskip("skimage")

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from uvq_int8.runtime import frames as F  # noqa: E402
-from uvq_int8.build import nets  # noqa: E402
+from uvq_int8.convert import nets  # noqa: E402
 from uvq_int8.errors import UserError  # noqa: E402
 
 CKPT = {"content": "content_net_proxy.pth", "distortion": "distortion_net_proxy.pth",

@@ -12,7 +12,7 @@ import sys
 CHECK = """
 import contextlib, importlib, io, pkgutil, sys
 from importlib.metadata import entry_points
-import uvq_int8, uvq_int8.runtime, uvq_int8.cli, uvq_int8.build, uvq_int8.verify
+import uvq_int8, uvq_int8.runtime, uvq_int8.cli, uvq_int8.convert, uvq_int8.verify
 for info in pkgutil.walk_packages(uvq_int8.runtime.__path__, "uvq_int8.runtime."):
     importlib.import_module(info.name)
 importlib.import_module("uvq_int8.cli.main").build_parser()
@@ -41,3 +41,17 @@ def test_help_of_every_command_exits_zero():
     out = subprocess.run([sys.executable, "-c", "from uvq_int8.cli import uvq_main; "
                           "raise SystemExit(uvq_main(['--help']))"], capture_output=True, text=True)
     assert out.returncode == 0 and "--output_all_stats" in out.stdout
+
+
+# Folder names that common tools take for generated output and skip: ruff's and black's
+# default excludes, pytest's norecursedirs, GitHub's Python .gitignore.
+GENERATED_NAMES = {"build", "dist", "out", "target", "generated"}
+
+
+def test_no_source_folder_is_named_like_build_output():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bad = [str(p.relative_to(repo)) for top in ("uvq_int8", "tests", "benchmarks")
+           for p in (repo / top).rglob("*") if p.is_dir() and p.name in GENERATED_NAMES]
+    assert bad == []

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from uvq_int8.backends import NETS
-from uvq_int8 import build, runtime
-from uvq_int8.build import natural
+from uvq_int8 import convert, runtime
+from uvq_int8.convert import natural
 from uvq_int8.runtime import manifest as mf
 
 HOLDOUT_FRAMES = 24
@@ -42,7 +42,7 @@ def _auto(build_all, reference_dir, tmp_path, budget: float) -> Path:
         shutil.copy(build_all.path / name, out / name)
         mf.update(out, {name: manifest.files[name]})
     checkpoints = {net: reference_dir / name for net, name in CHECKPOINTS.items()}
-    build.build(build.BuildOptions(checkpoints=checkpoints,
+    convert.build(convert.BuildOptions(checkpoints=checkpoints,
                                    out_dir=out, backends="auto", max_logit_delta=budget,
                                    sensitivity=False))
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from uvq_int8 import build as _build
+from uvq_int8 import convert as _convert
 from uvq_int8 import verify as _verify
 from uvq_int8.cli import demo_cmd
 from uvq_int8.errors import UserError
@@ -152,7 +152,7 @@ def test_readme_quick_start_runs_as_written(tmp_path):
         cells = [c.strip() for c in line.strip("│ ").split("│")]
         if len(cells) == 5:
             rows[cells[0]] = cells
-    expected = [b.name for b in _build.buildable_backends(include_auto=False)]
+    expected = [b.name for b in _convert.buildable_backends(include_auto=False)]
     assert [name for name in rows if name in expected] == expected
     assert float(rows["float32"][4]) == 0.0
     assert _outside_state() == before, "a README command left files outside its directory"
@@ -171,9 +171,9 @@ def test_a_broken_readme_command_fails_the_extractor(tmp_path):
 
 def test_all_means_one_thing_per_command(tmp_path):
     # Written out by hand, so a wrong definition of `all` cannot pass.
-    assert [b.name for b in _build.buildable_backends(include_auto=False)] == [
+    assert [b.name for b in _convert.buildable_backends(include_auto=False)] == [
         "float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static"]
-    assert [b.name for b in _build.buildable_backends(include_auto=True)] == [
+    assert [b.name for b in _convert.buildable_backends(include_auto=True)] == [
         "float32", "fp16", "int8", "int8-weight-only", "int4", "int8-static", "auto"]
     for name in ("content_net.tflite", "aggregation_net.tflite", "distortion_net_int8.tflite"):
         (tmp_path / name).write_bytes(b"")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvq_int8.build import auto
+from uvq_int8.convert import auto
 from uvq_int8.verify import report
 from uvq_int8.verify import verdicts as VD
 from uvq_int8.verify import Check

@@ -69,7 +69,7 @@ def wheel_venv(tmp_path_factory) -> Path:
 def test_installed_wheel_carries_the_patches_and_runs_patch_check(wheel_venv, tmp_path):
     py = wheel_venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = ("import uvq_int8, uvq_int8.runtime, uvq_int8.build, uvq_int8.verify; "
+    code = ("import uvq_int8, uvq_int8.runtime, uvq_int8.convert, uvq_int8.verify; "
             "from uvq_int8 import patching as P; "
             "print(uvq_int8.__file__); print(P.patch_dir()); "
             "print(*sorted(p.name for p in P.patch_dir().glob('*.patch')))")

@@ -67,7 +67,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
            "integer)", "int8", "int8",
            {**_CHANNELWISE, "weights": "int8", "activations": "int8",
             "calibration_mode": "profiler", "range_merge": "mean"}, calibrated=True),
-    # What auto makes is decided per build by a measured search (uvq_int8.build.auto); the
+    # What auto makes is decided per build by a measured search (uvq_int8.convert.auto); the
     # file's manifest entry records the choice under recipe_options["choice"].
     Recipe("auto", "chosen per build by measurement: float32, fp16 weights, full-integer "
            "int8 or int8 with named op groups float (uvq-int8 build --max-logit-delta)",

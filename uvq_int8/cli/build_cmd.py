@@ -1,4 +1,4 @@
-"""``uvq-int8 build``: parse, call ``uvq_int8.build``, show progress and a size table."""
+"""``uvq-int8 build``: parse, call ``uvq_int8.convert``, show progress and a size table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from uvq_int8.backends import NETS
-from uvq_int8.build import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
+from uvq_int8.convert import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
                             DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
                             DEFAULT_VALIDATION_FRAMES)
 
@@ -81,21 +81,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uvq_int8 import build as _build
+    from uvq_int8 import convert as _convert
 
-    checkpoints = _build.resolve_checkpoints(args.uvq_root, args.checkpoints, args.content,
+    checkpoints = _convert.resolve_checkpoints(args.uvq_root, args.checkpoints, args.content,
                                              args.distortion, args.aggregation)
-    out_dir = Path(args.out).expanduser() if args.out else _build.default_out_dir(args.uvq_root)
+    out_dir = Path(args.out).expanduser() if args.out else _convert.default_out_dir(args.uvq_root)
     extra: dict[str, Any] = {}
     if args.jobs is not None:
         if args.jobs < 1:
-            raise _build.BuildError(f"--jobs must be at least 1, got {args.jobs}")
+            raise _convert.BuildError(f"--jobs must be at least 1, got {args.jobs}")
         extra["jobs"] = args.jobs
     if args.threads is not None:
         if args.threads < 1:
-            raise _build.BuildError(f"--threads must be at least 1, got {args.threads}")
+            raise _convert.BuildError(f"--threads must be at least 1, got {args.threads}")
         extra["threads"] = args.threads
-    options = _build.BuildOptions(
+    options = _convert.BuildOptions(
         checkpoints=checkpoints, out_dir=out_dir, backends=args.backend, force=args.force,
         calibration_videos=[Path(v).expanduser() for v in args.calibration_videos],
         calibration_frames=args.calibration_frames,
@@ -116,14 +116,14 @@ def run(args: argparse.Namespace) -> int:
         console = Console(width=max(console.width, 132))  # a log file: do not squeeze the table
     show_progress = not (args.quiet or args.json) and console.is_terminal
     reporter = RichReporter(console) if show_progress else NoteReporter()
-    summary = _build.build(options, reporter=reporter, raise_on_failure=False)
+    summary = _convert.build(options, reporter=reporter, raise_on_failure=False)
 
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     elif not args.quiet:
         console.print(summary_table(summary))
         if summary.auto:
-            from uvq_int8.build.auto import describe
+            from uvq_int8.convert.auto import describe
 
             console.print(describe(summary.auto))
         console.print(summary_line(summary))
@@ -231,7 +231,7 @@ def summary_table(summary):
 
 def summary_line(summary) -> str:
     peak = summary.peak_rss_bytes
-    from uvq_int8.build import MEMORY_BOUND_BYTES
+    from uvq_int8.convert import MEMORY_BOUND_BYTES
 
     memory = (f"peak memory {peak.get('concurrent', peak['max']) / 1e9:.2f} GB "
               f"(bound {MEMORY_BOUND_BYTES / 1e9:.0f} GB)")

@@ -59,17 +59,17 @@ def demo_backends(spec: str, budget: float | None) -> list[str]:
     ``all`` is asked of ``build`` (``buildable_backends``), never kept here; unknown names
     and ``auto`` without a budget are refused before any work.
     """
-    from uvq_int8 import build as _build
+    from uvq_int8 import convert as _convert
     from uvq_int8.backends import AUTO
 
     if spec.strip() == "all":
-        names = [b.name for b in _build.buildable_backends(include_auto=budget is not None)]
+        names = [b.name for b in _convert.buildable_backends(include_auto=budget is not None)]
     else:
-        names = [b.name for b in _build.resolve_backends(spec)]
+        names = [b.name for b in _convert.resolve_backends(spec)]
     if AUTO.name in names:
-        _build.require_budget(budget)
+        _convert.require_budget(budget)
     if budget is not None:
-        _build.check_budget(budget)
+        _convert.check_budget(budget)
     if "float32" in names:
         names.remove("float32")
     return ["float32", *names]  # the baseline every delta is measured against
@@ -78,9 +78,9 @@ def demo_backends(spec: str, budget: float | None) -> list[str]:
 def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
     import numpy as np
 
-    from uvq_int8 import build as _build
+    from uvq_int8 import convert as _convert
     from uvq_int8 import config as _config
-    from uvq_int8.build import proxy
+    from uvq_int8.convert import proxy
     from uvq_int8 import runtime, synthetic
     from uvq_int8.cli.build_cmd import RichReporter, NoteReporter
     from uvq_int8.runtime.scoring import ScoreOptions, score_video
@@ -96,7 +96,7 @@ def _demo(args: argparse.Namespace, workdir: Path, err) -> int:
     model_dir = workdir / "models"
     show = not args.quiet and err.is_terminal
     reporter = RichReporter(err) if show else NoteReporter()
-    _build.build(_build.BuildOptions(checkpoints=checkpoints, out_dir=model_dir,
+    _convert.build(_convert.BuildOptions(checkpoints=checkpoints, out_dir=model_dir,
                                      backends=backends, max_logit_delta=args.max_logit_delta),
                  reporter)
 

@@ -58,7 +58,7 @@ BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "skipped": list,
     "failed": list,
 }
-# Present only in some build records: the auto search (uvq_int8.build.auto.AutoResult.as_dict()).
+# Present only in some build records: the auto search (uvq_int8.convert.auto.AutoResult.as_dict()).
 OPTIONAL_BUILD_FIELDS: dict[str, type | tuple[type, ...]] = {"auto": dict}
 IO_FIELDS = ("index", "name", "signature_name", "role", "shape", "dtype", "scale", "zero_point")
 

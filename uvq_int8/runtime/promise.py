@@ -133,7 +133,7 @@ def confirmation_deltas(float_paths: Mapping[str, Any], frames: Sequence[np.ndar
                         models: Mapping[str, bytes | None], threads: int = 2) -> np.ndarray:
     """Per-frame logit change of one configuration (backbone bytes, None = float32) against
     the float32 files on ``frames``: the one measurement the confirmation makes."""
-    from uvq_int8.build import sensitivity as S
+    from uvq_int8.convert import sensitivity as S
 
     held = S.HeldOut(float_paths, frames, threads)
     return held.logit_deltas(held.features("content", models.get("content")),

@@ -87,7 +87,7 @@ class TorchReference:
     def __init__(self, checkpoints: Mapping[str, Path], threads: int) -> None:
         import torch
 
-        from uvq_int8.build import nets
+        from uvq_int8.convert import nets
 
         torch.set_num_threads(threads)
         self._torch = torch
@@ -121,7 +121,7 @@ def checkpoint_paths(checkpoints: str | Path | None = None, uvq_root: str | Path
     """The three checkpoint paths from the options (build's rules), or None if none given."""
     if not any((checkpoints, uvq_root, content, distortion, aggregation)):
         return None
-    from uvq_int8.build import resolve_checkpoints
+    from uvq_int8.convert import resolve_checkpoints
 
     return resolve_checkpoints(uvq_root, checkpoints, content, distortion, aggregation)
 

@@ -225,7 +225,7 @@ def promise_paragraph(record: Mapping[str, Any]) -> str:
 
 def auto_section(backend: str, record: dict[str, Any]) -> list[str]:
     """What the auto search chose and why: its candidates and the sensitivity tables."""
-    from uvq_int8.build.sensitivity import SensitivityTable
+    from uvq_int8.convert.sensitivity import SensitivityTable
 
     m = record["measured"]
     out = [f"### {backend}: the configuration the build's search chose", "",

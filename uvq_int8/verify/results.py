@@ -107,7 +107,7 @@ class BackendReport:
     latency: Latency | None
     checks: list[Check] = field(default_factory=list)
     # For files made by the auto search: its record from the manifest (budget, choices,
-    # measurements, sensitivity tables), see uvq_int8.build.auto.AutoResult.as_dict().
+    # measurements, sensitivity tables), see uvq_int8.convert.auto.AutoResult.as_dict().
     auto: dict[str, Any] | None = None
     # The accuracy and regression verdicts (verify/verdicts.py), filled by the CLI.
     verdicts: dict[str, Any] = field(default_factory=dict)

@@ -28,7 +28,7 @@ import numpy as np
 from uvq_int8.runtime import frames as F
 
 BACKBONES = ("content", "distortion")
-# Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.build.nets.MBConv_3/..."
+# Module paths in litert-torch tensor names: ".../Sequential_features/uvq_int8.convert.nets.MBConv_3/..."
 _GROUP_RE = re.compile(
     r"Sequential_features/(?:[\w.]*\.)?(ConvBNAct_0|MBConv_(\d+)|SameConv_\d+)[/;]")
 # Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (benchmarks/
@@ -152,7 +152,7 @@ def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
                     float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None) -> bytes:
     """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float."""
     from uvq_int8.util import quiet_fd2
-    from uvq_int8.build.quantize import QuantizationError, _quantizer_modules
+    from uvq_int8.convert.quantize import QuantizationError, _quantizer_modules
 
     float_groups = tuple(float_groups)
     _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()

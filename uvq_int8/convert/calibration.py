@@ -17,7 +17,7 @@ import numpy as np
 from uvq_int8.runtime import frames as F
 
 if TYPE_CHECKING:
-    from uvq_int8.build.sources import FrameSources
+    from uvq_int8.convert.sources import FrameSources
 
 
 RANGE_MERGES = ("mean", "union", "median")
@@ -64,7 +64,7 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
     ``inputs`` yields one {signature input name: array} per frame.
     """
     from uvq_int8.util import quiet_fd2
-    from uvq_int8.build.quantize import QuantizationError, profiler_calibrator
+    from uvq_int8.convert.quantize import QuantizationError, profiler_calibrator
 
     calib, manager = profiler_calibrator(float_model, threads)
     signature = next(iter(calib.get_signature_list()))

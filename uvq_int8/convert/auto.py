@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from uvq_int8.build import sensitivity as S
-from uvq_int8.build.calibration import RANGE_MERGES, FrameRanges
+from uvq_int8.convert import sensitivity as S
+from uvq_int8.convert.calibration import RANGE_MERGES, FrameRanges
 from uvq_int8.backends import AUTO, RECIPES
 
 # 2: chosen on natural search frames and confirmed once on confirmation frames from other
@@ -75,7 +75,7 @@ class NetChoice:
 
 def check_choice(choice: NetChoice, info: Any) -> None:
     """Refuse a file that is not what ``choice`` says (``info``: tflite_info.ModelInfo)."""
-    from uvq_int8.build.quantize import QuantizationError, check_quantized
+    from uvq_int8.convert.quantize import QuantizationError, check_quantized
 
     if choice.recipe != "static_wi8_ai8" or not choice.float_groups:
         check_quantized(choice.recipe, info)
@@ -88,7 +88,7 @@ def check_choice(choice: NetChoice, info: Any) -> None:
 def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | None = None,
                ops: Sequence[S.OpInfo] | None = None) -> bytes:
     """The .tflite bytes for a choice (deterministic for the same inputs)."""
-    from uvq_int8.build import quantize
+    from uvq_int8.convert import quantize
 
     if choice.recipe == "float32":
         return bytes(float_model)

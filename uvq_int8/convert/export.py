@@ -1,6 +1,6 @@
 """PyTorch checkpoint -> float32 .tflite with litert-torch, one net per process.
 
-``convert_in_subprocess`` runs ``python -m uvq_int8.build.convert`` so each conversion
+``convert_in_subprocess`` runs ``python -m uvq_int8.convert.export`` so each conversion
 starts with a fresh heap and gives its memory back when it ends (the build records
 each worker's peak RSS in the manifest's ``conversions``). The worker also checks the
 file it wrote: every output
@@ -57,7 +57,7 @@ def convert_net(net: str, checkpoint: str | Path, out_path: str | Path,
     import torch
 
     import litert_torch
-    from uvq_int8.build import nets
+    from uvq_int8.convert import nets
 
     if threads:
         torch.set_num_threads(threads)
@@ -86,7 +86,7 @@ def rewrite_for_export(module) -> int:
     float32 DistortionNet's largest feature error fell from 1.7e-3 to 1.3e-4 (PyTorch's
     own batch-size noise is 1.2e-4), at the same speed. Returns the number of blocks swapped.
     """
-    from uvq_int8.build import nets
+    from uvq_int8.convert import nets
 
     swapped = 0
     for parent in list(module.modules()):
@@ -173,7 +173,7 @@ def convert_in_subprocess(net: str, checkpoint: str | Path, out_path: str | Path
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("TQDM_DISABLE", "1")
-    cmd = [sys.executable, "-m", "uvq_int8.build.convert", net, str(checkpoint), str(out_path),
+    cmd = [sys.executable, "-m", "uvq_int8.convert.export", net, str(checkpoint), str(out_path),
            "--result", str(result_path), "--threads", str(threads)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -212,8 +212,8 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker entry point: ``python -m uvq_int8.build.convert NET CHECKPOINT OUT --result JSON``."""
-    parser = argparse.ArgumentParser(prog="python -m uvq_int8.build.convert")
+    """Worker entry point: ``python -m uvq_int8.convert.export NET CHECKPOINT OUT --result JSON``."""
+    parser = argparse.ArgumentParser(prog="python -m uvq_int8.convert.export")
     parser.add_argument("net", choices=sorted(OUTPUT_ROLES))
     parser.add_argument("checkpoint")
     parser.add_argument("out")

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from uvq_int8.backends import NETS
-from uvq_int8.build.calibration import Calibration
-from uvq_int8.build.options import (CONVERSION_ORDER, MEMORY_BOUND_BYTES, BuildError, BuildOptions,
+from uvq_int8.convert.calibration import Calibration
+from uvq_int8.convert.options import (CONVERSION_ORDER, MEMORY_BOUND_BYTES, BuildError, BuildOptions,
                                     BuildPlan, BuildSummary, FileJob, FileResult, NullReporter,
                                     Reporter)
-from uvq_int8.build.plan import plan_build, require_build_tools
-from uvq_int8.build.sources import FrameSources
+from uvq_int8.convert.plan import plan_build, require_build_tools
+from uvq_int8.convert.sources import FrameSources
 from uvq_int8.runtime import manifest as mf
 from uvq_int8.util import atomic_write_bytes, sha256_bytes, tool_versions
 
@@ -101,7 +101,7 @@ class _MemorySampler:
 
 
 def _peak_rss(sampler: _MemorySampler | None) -> dict[str, int]:
-    from uvq_int8.build.convert import peak_rss_bytes
+    from uvq_int8.convert.export import peak_rss_bytes
 
     own, kids = peak_rss_bytes(), peak_rss_bytes(children=True)
     out = {"self": own, "children": kids, "max": max(own, kids)}
@@ -112,7 +112,7 @@ def _peak_rss(sampler: _MemorySampler | None) -> dict[str, int]:
 
 def _validate_checkpoints(plan: BuildPlan, nets: Iterable[str]) -> None:
     """Strict load of each checkpoint that will be converted (imports torch)."""
-    from uvq_int8.build import nets as torch_nets
+    from uvq_int8.convert import nets as torch_nets
 
     for net in nets:
         core = torch_nets.load_core(net, plan.options.checkpoints[net])  # CheckpointError
@@ -120,7 +120,7 @@ def _validate_checkpoints(plan: BuildPlan, nets: Iterable[str]) -> None:
 
 
 def _io_ports(net: str, info) -> tuple[list[dict], list[dict]]:
-    from uvq_int8.build.convert import INPUT_ROLES, OUTPUT_ROLES
+    from uvq_int8.convert.export import INPUT_ROLES, OUTPUT_ROLES
 
     def ports(items, roles, prefix):
         out = []
@@ -141,8 +141,8 @@ def _io_ports(net: str, info) -> tuple[list[dict], list[dict]]:
 
 
 def _check_ports(net: str, filename: str, inputs: list[dict], outputs: list[dict]) -> None:
-    from uvq_int8.build.convert import OUTPUT_ROLES
-    from uvq_int8.build.quantize import QuantizationError
+    from uvq_int8.convert.export import OUTPUT_ROLES
+    from uvq_int8.convert.quantize import QuantizationError
 
     roles = [p["role"] for p in outputs]
     if roles != list(OUTPUT_ROLES[net]):
@@ -178,7 +178,7 @@ class _Builder:
     # -- per net --------------------------------------------------------------
 
     def convert(self, net: str) -> Path:
-        from uvq_int8.build.convert import convert_in_subprocess
+        from uvq_int8.convert.export import convert_in_subprocess
 
         out = self.tmp / f"{net}_net.float32.tflite"
         threads = 1 if self.plan.options.jobs > 1 else self.plan.options.threads
@@ -191,7 +191,7 @@ class _Builder:
         return out
 
     def make_files(self, net: str, float_path: Path) -> None:
-        from uvq_int8.build import quantize
+        from uvq_int8.convert import quantize
         from uvq_int8.runtime.tflite_info import read_model_info
 
         float_model = float_path.read_bytes()
@@ -262,8 +262,8 @@ class _Builder:
 def _make_auto(builder: _Builder) -> None:
     """Search for the fastest configuration within the budget, then write its files
     (``builder``: the build in progress)."""
-    from uvq_int8.build import auto, quantize
-    from uvq_int8.build import sensitivity as S
+    from uvq_int8.convert import auto, quantize
+    from uvq_int8.convert import sensitivity as S
     from uvq_int8.runtime.tflite_info import read_model_info
 
     options = builder.plan.options

@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendError, buildable,
                                buildable_backends, discover, get_backend, parse_spec)
-from uvq_int8.build import options as O
-from uvq_int8.build.options import (CALIBRATION_CONTENTS, BuildError, BuildOptions, BuildPlan,
+from uvq_int8.convert import options as O
+from uvq_int8.convert.options import (CALIBRATION_CONTENTS, BuildError, BuildOptions, BuildPlan,
                                     CheckpointMissingError, FileJob)
-from uvq_int8.build.sources import _calibration_description, _validation_description
+from uvq_int8.convert.sources import _calibration_description, _validation_description
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime import manifest as mf
 from uvq_int8.util import sha256_file
@@ -90,7 +90,7 @@ def _check_writable(out_dir: Path) -> None:
 def _auto_options(options: BuildOptions, base: dict[str, Any],
                   refs: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     """The auto files' recipe options: everything the search's answer depends on."""
-    from uvq_int8.build.auto import AUTO_VERSION
+    from uvq_int8.convert.auto import AUTO_VERSION
 
     return {**base, "auto_version": AUTO_VERSION, "max_logit_delta": options.max_logit_delta,
             "validation": _validation_description(options), "mixed": options.auto_mixed,
@@ -141,7 +141,7 @@ def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
 
 def plan_build(options: BuildOptions) -> BuildPlan:
     """Check inputs and decide, per file, whether to build it. Writes nothing."""
-    from uvq_int8.build import quantize
+    from uvq_int8.convert import quantize
 
     backends = resolve_backends(options.backends,
                                 include_auto=options.max_logit_delta is not None)

@@ -125,7 +125,7 @@ class NaturalSet:
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps: enough to know what the frames were and redo them."""
-        return {"source": "natural", "generator": "uvq_int8.build.natural",
+        return {"source": "natural", "generator": "uvq_int8.convert.natural",
                 "version": NATURAL_VERSION, "split": self.split, "frames": len(self.frames),
                 "images": [{"name": n, "licence": _PHOTOS[n].licence,
                             "source": f"skimage.data.{n}"} for n in self.images],
@@ -135,7 +135,7 @@ class NaturalSet:
 
 def description(split: str, frames: int) -> dict[str, Any]:
     """The inputs that decide a split's frames (for a build's recipe options)."""
-    return {"source": "natural", "generator": "uvq_int8.build.natural", "version": NATURAL_VERSION,
+    return {"source": "natural", "generator": "uvq_int8.convert.natural", "version": NATURAL_VERSION,
             "split": split, "frames": frames, "images": list(SPLIT_IMAGES[split])}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from uvq_int8.backends import NETS
-from uvq_int8.build.options import BuildError, BuildOptions, BuildPlan, FrameSource
+from uvq_int8.convert.options import BuildError, BuildOptions, BuildPlan, FrameSource
 from uvq_int8.errors import VideoError
 from uvq_int8.util import sha256_file
 
@@ -81,7 +81,7 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
 def _calibration_description(options: BuildOptions) -> dict[str, Any]:
     if (not options.calibration_videos and options.frame_source is None
             and options.calibration_content == "natural"):
-        from uvq_int8.build import natural
+        from uvq_int8.convert import natural
 
         return natural.description("calibration", options.calibration_frames)
     return _frames_description(options.calibration_videos, options.calibration_frames,
@@ -100,7 +100,7 @@ def _search_videos(options: BuildOptions) -> tuple[list[Path], list[Path]]:
 
 def _validation_description(options: BuildOptions) -> dict[str, Any]:
     """The search frames (natural clips by default) and the confirmation frames."""
-    from uvq_int8.build import natural
+    from uvq_int8.convert import natural
 
     search_videos, confirm_videos = _search_videos(options)
     if search_videos or options.validation_source is not None:
@@ -236,7 +236,7 @@ class FrameSources:
         if not options.calibration_videos:
             self.source = _frame_source(options)
             if self.source is None:  # the natural clips: fail now if they cannot be made
-                from uvq_int8.build import natural
+                from uvq_int8.convert import natural
 
                 natural.load_photo(natural.SPLIT_IMAGES["calibration"][0])
             return
@@ -253,7 +253,7 @@ class FrameSources:
         source = self.source or _frame_source(options)
         made = None
         if source is None:
-            from uvq_int8.build import natural
+            from uvq_int8.convert import natural
 
             made = natural.make_set("calibration", options.calibration_frames, self.tmp)
             frames: Iterable[Any] = made.frames
@@ -296,7 +296,7 @@ class FrameSources:
             self.content_basis["search"] = {"source": options.validation_source_name,
                                             "frames": len(frames)}
         else:
-            from uvq_int8.build import natural
+            from uvq_int8.convert import natural
 
             made = natural.make_set("search", n, self.tmp)
             frames = made.frames
@@ -338,7 +338,7 @@ class FrameSources:
                 "videos": [p.name for p in confirm_videos]}
             return frames, len(confirm_videos), "your confirmation videos (" + ", ".join(
                 p.name for p in confirm_videos) + ")"
-        from uvq_int8.build import natural
+        from uvq_int8.convert import natural
 
         made = natural.make_set("confirmation", options.confirmation_frames, self.tmp)
         self.content_basis["confirmation"] = made.record()

@@ -13,7 +13,7 @@ import numpy as np
 
 from uvq_int8.runtime import frames as F
 from uvq_int8.backends import NETS
-from uvq_int8.build import CHECKPOINT_NAMES
+from uvq_int8.convert import CHECKPOINT_NAMES
 from uvq_int8.util import atomic_writer
 
 
@@ -37,7 +37,7 @@ def make_proxy_checkpoints(out_dir: str | Path, seed: int = 1234,
     """Write content/distortion/aggregation ``*.pth`` proxies; returns their paths."""
     import torch
 
-    from uvq_int8.build import nets
+    from uvq_int8.convert import nets
     from uvq_int8.synthetic import calibration_frames as synth
 
     out = Path(out_dir)
