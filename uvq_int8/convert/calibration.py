@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from uvq_int8.runtime import frames as F
 
 if TYPE_CHECKING:
+    from uvq_int8.convert import tensor_stats as T
     from uvq_int8.convert.sources import FrameSources
 
 
@@ -127,3 +128,74 @@ class Calibration:
             "range_spread_max": round(ranges.spread_max(), 3)})
         self.ranges[net] = ranges
         return ranges
+
+
+# --------------------------------------------------------------------------- full statistics
+
+RANGE_METHODS = ("minmax", "percentile", "mse")
+
+
+@dataclass
+class TensorStatistics:
+    """Histograms of every op output over the calibration frames (a second pass, over the
+    union of the per-frame ranges), with each output's op kind."""
+
+    ranges: FrameRanges
+    histograms: "T.Histograms"
+    op_kinds: dict[str, str]
+
+
+def tensor_statistics(float_model: bytes, inputs: Callable[[], Iterable[Sequence[np.ndarray]]],
+                      ranges: FrameRanges, threads: int = 2,
+                      bins: int = 2048) -> TensorStatistics:
+    """Histogram every op output of ``float_model`` on the frames ``inputs()`` yields.
+
+    ``ranges`` come from ``calibrate_per_frame`` on the same frames, so each histogram's
+    fixed range (the union) holds every value. The interpreter keeps every tensor of a
+    frame (about 3.6 GB for DistortionNet's nine patches), but each is reduced to its
+    histogram as soon as it is read.
+    """
+    from uvq_int8.convert import tensor_stats as T
+
+    union = {n: (float(a), float(b)) for n, a, b in zip(ranges.names, ranges.lo.min(0),
+                                                        ranges.hi.max(0))}
+    probe = T.TensorProbe(float_model, threads)
+    op_kinds = {o.name: o.op for o in probe.ops}
+    hist = T.Histograms({n: union[n] for n in op_kinds if n in union}, bins)
+    for arrays in inputs():
+        probe.run(*arrays)
+        for out, values in probe.outputs():
+            if out.name in hist.ranges:
+                hist.add(out.name, values)
+    return TensorStatistics(ranges, hist, op_kinds)
+
+
+def histogram_ranges(stats: TensorStatistics, method: str, percentile: float = 99.99,
+                     base: str = "mean") -> dict[str, dict[str, np.ndarray]]:
+    """A calibration result whose op-output ranges come from the histograms.
+
+    ``method`` is ``percentile`` (the range holding that share of the values) or ``mse``
+    (the clipping range of least int8 quantization error). Tensors the histograms do not
+    cover (the model input), and outputs whose scale the quantizer fixes or shares
+    (``tensor_stats.FIXED_OR_SHARED_SCALE_OPS``), keep the ``base`` merge of the
+    per-frame ranges; ``minmax`` gives that merge alone.
+    """
+    from uvq_int8.convert import tensor_stats as T
+
+    result = stats.ranges.merged(base)
+    if method == "minmax":
+        return result
+    if method not in RANGE_METHODS:
+        raise ValueError(f"unknown range method {method!r}; known: {', '.join(RANGE_METHODS)}")
+    hist = stats.histograms
+    for name in result:
+        if name not in hist.ranges or stats.op_kinds.get(name) in T.FIXED_OR_SHARED_SCALE_OPS:
+            continue
+        lo, hi = hist.ranges[name]
+        counts, centres = hist.counts[name], hist.centres(name)
+        if method == "mse":
+            a, b = T.mse_range(counts, centres, lo, hi)
+        else:
+            a, b = T.percentile_range(counts, centres, lo, hi, percentile)
+        result[name] = {"min": np.array([a], np.float32), "max": np.array([b], np.float32)}
+    return result

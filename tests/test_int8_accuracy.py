@@ -1,0 +1,154 @@
+"""Tensor statistics, range choice and bias correction for full-integer int8 (issue 18)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uvq_int8.convert import tensor_stats as T
+
+
+def _histogram(values: np.ndarray, bins: int = 2048) -> T.Histograms:
+    hist = T.Histograms({"x": (float(values.min()), float(values.max()))}, bins)
+    hist.add("x", values)
+    return hist
+
+
+def test_quantization_mse_matches_a_direct_simulation():
+    rng = np.random.default_rng(0)
+    values = rng.laplace(0, 1, 200_000)
+    hist = _histogram(values)
+    lo, hi = -3.0, 5.0
+    predicted = T.quantization_mse(hist.counts["x"], hist.centres("x"), np.array([lo]),
+                                   np.array([hi]))[0]
+    step = (hi - lo) / 255
+    q = np.clip(np.round((values - lo) / step), 0, 255) * step + lo
+    assert predicted == pytest.approx(np.mean((values - q) ** 2), rel=0.03)
+
+
+def test_mse_range_clips_a_heavy_tail_and_keeps_a_uniform_range():
+    rng = np.random.default_rng(1)
+    # At 256 levels a Laplace tail is clipped a little (about 0.8 of the full range here).
+    heavy = rng.laplace(0, 1, 200_000)
+    hist = _histogram(heavy)
+    lo, hi = hist.ranges["x"]
+    a, b = T.mse_range(hist.counts["x"], hist.centres("x"), lo, hi)
+    assert lo < a < 0 < b < hi and b - a < 0.9 * (hi - lo)
+    full = T.quantization_mse(hist.counts["x"], hist.centres("x"), np.array([lo]), np.array([hi]))
+    best = T.quantization_mse(hist.counts["x"], hist.centres("x"), np.array([a]), np.array([b]))
+    assert best[0] < 0.8 * full[0]
+    uniform = rng.uniform(-1, 1, 200_000)
+    hist = _histogram(uniform)
+    a, b = T.mse_range(hist.counts["x"], hist.centres("x"), *hist.ranges["x"])
+    assert a == pytest.approx(-1, abs=0.02) and b == pytest.approx(1, abs=0.02)
+
+
+def test_percentile_range_cuts_the_same_share_from_each_end():
+    values = np.linspace(-10, 10, 100_001)
+    hist = _histogram(values)
+    a, b = T.percentile_range(hist.counts["x"], hist.centres("x"), -10, 10, 99.0)
+    assert a == pytest.approx(-9.9, abs=0.02) and b == pytest.approx(9.9, abs=0.02)
+    # A range always holds zero, as an int8 range must.
+    hist = _histogram(np.linspace(2, 4, 1000))
+    assert T.percentile_range(hist.counts["x"], hist.centres("x"), 2, 4, 99.0)[0] == 0.0
+
+
+def test_snr_and_cosine_are_pooled_over_frames():
+    sums = T.PairSums()
+    a = np.ones(100)
+    sums.add(a, a + 0.1)        # noise power 1, signal 100
+    sums.add(3 * a, 3 * a)      # no noise, signal 900
+    assert sums.snr_db == pytest.approx(10 * np.log10(1000 / 1.0))
+    assert 0.99 < sums.cosine <= 1.0
+    assert T.snr_db(1.0, 0.0) == float("inf")
+
+
+# --------------------------------------------------------------------------- on real files
+
+
+@pytest.fixture(scope="module")
+def content_files(built_models):
+    return ((built_models / "content_net.tflite").read_bytes(),
+            (built_models / "content_net_int8_static.tflite").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def calibration_inputs():
+    from uvq_int8.convert import natural
+    from uvq_int8.runtime import frames as F
+
+    frames = natural.make_set("calibration", 4).frames
+    return lambda: ([F.net_inputs(f)[0]] for f in frames)
+
+
+def _delegate_nodes(model: bytes) -> int:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model, num_threads=1)
+    interp.allocate_tensors()
+    return sum(1 for op in interp._get_ops_details() if op["op_name"] == "DELEGATE")
+
+
+def test_every_convolution_has_its_own_int32_bias(content_files):
+    from uvq_int8.convert import bias_correction as B
+
+    sites = B.bias_sites(content_files[1])
+    assert len(sites) == 81
+    assert {s.op for s in sites} == {"CONV_2D", "DEPTHWISE_CONV_2D"}
+    assert sum(s.op == "DEPTHWISE_CONV_2D" for s in sites) == 16
+    assert len({s.buffer for s in sites}) == 81
+
+
+def test_bias_correction_changes_bias_bytes_only_and_lowers_the_channel_error(
+        content_files, calibration_inputs):
+    from uvq_int8.convert import bias_correction as B
+
+    float_model, int8_model = content_files
+    corrected, record = B.correct(int8_model, float_model, calibration_inputs, iterations=1,
+                                  ops=("DEPTHWISE_CONV_2D",))
+    assert len(corrected) == len(int8_model)
+    sites = B.bias_sites(int8_model)
+    old, new = B.biases(int8_model, sites), B.biases(corrected, sites)
+    changed = [s for s in sites if not np.array_equal(old[s.output], new[s.output])]
+    assert changed and {s.op for s in changed} == {"DEPTHWISE_CONV_2D"}
+    # Put the old biases back: every other byte of the file is the same.
+    restored = B.add_to_biases(corrected, {s.output: old[s.output].astype(np.int64)
+                                           - new[s.output] for s in sites}, sites)
+    assert restored == int8_model
+    assert record.mean_abs_error_after < 0.5 * record.mean_abs_error_before
+    assert record.convolutions == 16 and record.frames == 4
+    assert _delegate_nodes(corrected) == _delegate_nodes(int8_model) == 1
+
+
+def test_layer_report_lists_every_op_output_with_its_snr(content_files, calibration_inputs):
+    float_model, int8_model = content_files
+    rows = T.layer_report(float_model, int8_model, list(calibration_inputs())[:2])
+    assert len(rows) > 200
+    assert [r.op_index for r in rows] == sorted(r.op_index for r in rows)
+    assert rows[0].group == "stem" and rows[-1].group in ("head", "tail")
+    assert all(np.isfinite(r.snr_db) and -1 <= r.cosine <= 1 for r in rows)
+    # Quantization error accumulates: the output is further from float32 than the stem.
+    assert rows[-1].snr_db < rows[0].snr_db
+    # The float net against itself is exact.
+    same = T.layer_report(float_model, float_model, list(calibration_inputs())[:1])
+    assert all(r.snr_db == float("inf") for r in same)
+
+
+def test_histogram_ranges_only_change_ops_whose_scale_the_quantizer_uses(content_files,
+                                                                         calibration_inputs):
+    from uvq_int8.convert import calibration as C
+
+    float_model = content_files[0]
+    ranges = C.calibrate_per_frame(float_model, ({"args_0": x[0]} for x in calibration_inputs()))
+    stats = C.tensor_statistics(float_model, calibration_inputs, ranges)
+    base = C.histogram_ranges(stats, "minmax")
+    clipped = C.histogram_ranges(stats, "percentile", 99.9)
+    assert base.keys() == clipped.keys()
+    for name, q in clipped.items():
+        if stats.op_kinds.get(name) in T.FIXED_OR_SHARED_SCALE_OPS or name not in stats.op_kinds:
+            assert q is base[name] or (q["min"] == base[name]["min"]).all()
+        else:
+            lo, hi = stats.histograms.ranges[name]
+            assert min(lo, 0) <= q["min"][0] <= 0 <= q["max"][0] <= max(hi, 0)
+    with pytest.raises(ValueError, match="unknown range method"):
+        C.histogram_ranges(stats, "kl")

@@ -1,0 +1,259 @@
+"""Every op output of a .tflite net, frame by frame, reduced to statistics as soon as it is read.
+
+``TensorProbe`` runs one net on a LiteRT interpreter that keeps every intermediate tensor
+(``experimental_preserve_all_tensors``; XNNPACK still runs the ops). After each frame its
+op outputs are read one at a time and folded into running sums, so what a calibration or
+a per-layer report holds does not grow with the frame count. Quantized tensors are read
+back as float with their scale and zero point.
+
+``Histograms`` keeps a fixed-range histogram per tensor (the range is the union of the
+per-frame min/max that calibration measured first), and ``mse_range`` picks from one the
+clipping range that minimises the int8 quantization error; ``percentile_range`` is the
+simpler rule it is compared with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+# Outputs of these ops have a scale the quantizer fixes (LOGISTIC 1/256, TANH 1/128,
+# SOFTMAX 1/256) or share their input's (the rest): a range chosen for them is not used,
+# so they keep what calibration measured.
+FIXED_OR_SHARED_SCALE_OPS = frozenset({
+    "LOGISTIC", "TANH", "SOFTMAX", "RESHAPE", "MAX_POOL_2D", "CONCATENATION",
+    "STRIDED_SLICE", "SLICE", "TRANSPOSE", "PAD", "SQUEEZE", "GATHER"})
+INT8_LEVELS = 256
+DEFAULT_BINS = 2048
+
+
+@dataclass(frozen=True)
+class OpOutput:
+    """One op's output tensor, as a probe reads it."""
+
+    op_index: int
+    op: str
+    name: str
+    index: int  # tensor index
+    inputs: tuple[str, ...] = ()  # names of the op's non-constant inputs
+
+
+class TensorProbe:
+    """One net on an interpreter that keeps every tensor; float in, float tensors out."""
+
+    def __init__(self, model: bytes, threads: int = 2) -> None:
+        from uvq_int8.runtime.interpreter import _interpreter_class
+        from uvq_int8.util import quiet_fd2
+
+        with quiet_fd2():
+            self._interp = _interpreter_class()(model_content=bytes(model), num_threads=threads,
+                                                experimental_preserve_all_tensors=True)
+            self._interp.allocate_tensors()
+        details = {d["index"]: d for d in self._interp.get_tensor_details()}
+        self._quant = {i: (float(d["quantization"][0]), int(d["quantization"][1]))
+                       for i, d in details.items()}
+        self.ops: list[OpOutput] = []
+        produced: set[int] = {int(d["index"]) for d in self._interp.get_input_details()}
+        for op in self._interp._get_ops_details():
+            if op["op_name"] == "DELEGATE":  # the XNNPACK node: its ops are listed too
+                continue
+            ins = tuple(details[t]["name"] for t in op["inputs"] if t in produced)
+            for t in op["outputs"]:
+                if t >= 0:
+                    produced.add(int(t))
+                    self.ops.append(OpOutput(int(op["index"]), op["op_name"],
+                                             details[t]["name"], int(t), ins))
+        self.inputs = self._interp.get_input_details()
+
+    def run(self, *arrays: np.ndarray) -> None:
+        """One frame: ``arrays`` are the float inputs in signature order."""
+        for detail, array in zip(self.inputs, arrays):
+            dtype = detail["dtype"]
+            scale, zero = detail["quantization"]
+            if np.issubdtype(dtype, np.integer) and scale:
+                info = np.iinfo(dtype)
+                array = np.clip(np.round(array / scale) + zero, info.min, info.max)
+            self._interp.set_tensor(detail["index"], np.ascontiguousarray(array, dtype=dtype))
+        self._interp.invoke()
+
+    def tensor(self, index: int) -> np.ndarray:
+        """A tensor of the last frame, as float32 (dequantized when quantized)."""
+        a = self._interp.get_tensor(index)
+        scale, zero = self._quant[index]
+        if np.issubdtype(a.dtype, np.integer) and scale:
+            return (a.astype(np.float32) - zero) * np.float32(scale)
+        return a.astype(np.float32, copy=False)
+
+    def outputs(self) -> Iterator[tuple[OpOutput, np.ndarray]]:
+        """Every op output of the last frame in graph order, one array at a time."""
+        for out in self.ops:
+            yield out, self.tensor(out.index)
+
+
+class Histograms:
+    """A fixed-range histogram per tensor, added to frame by frame."""
+
+    def __init__(self, ranges: Mapping[str, tuple[float, float]], bins: int = DEFAULT_BINS) -> None:
+        self.bins = bins
+        self.ranges = {n: (float(lo), float(hi)) for n, (lo, hi) in ranges.items()}
+        self.counts = {n: np.zeros(bins, np.int64) for n in self.ranges}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        lo, hi = self.ranges[name]
+        if hi <= lo:
+            self.counts[name][0] += values.size
+            return
+        idx = ((values.ravel() - lo) * (self.bins / (hi - lo))).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        self.counts[name] += np.bincount(idx, minlength=self.bins)
+
+    def centres(self, name: str) -> np.ndarray:
+        lo, hi = self.ranges[name]
+        return lo + (np.arange(self.bins) + 0.5) * ((hi - lo) / self.bins)
+
+
+def _with_zero(lo: float, hi: float) -> tuple[float, float]:
+    # An int8 range holds zero exactly (the quantizer nudges it so).
+    return min(lo, 0.0), max(hi, 0.0)
+
+
+def quantization_mse(counts: np.ndarray, centres: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                     levels: int = INT8_LEVELS) -> np.ndarray:
+    """Expected squared error per element for each candidate range [lo, hi] (arrays).
+
+    Inside the range, rounding to a step s costs s²/12; outside, clipping costs the squared
+    distance to the nearer end. Prefix sums make each candidate O(1).
+    """
+    n = counts.astype(np.float64)
+    total = max(n.sum(), 1.0)
+    c0 = np.concatenate([[0.0], np.cumsum(n)])
+    c1 = np.concatenate([[0.0], np.cumsum(n * centres)])
+    c2 = np.concatenate([[0.0], np.cumsum(n * centres * centres)])
+    i = np.searchsorted(centres, lo, side="left")   # bins below lo: [0, i)
+    j = np.searchsorted(centres, hi, side="right")  # bins above hi: [j, bins)
+    below = c2[i] - 2 * lo * c1[i] + lo * lo * c0[i]
+    above = ((c2[-1] - c2[j]) - 2 * hi * (c1[-1] - c1[j]) + hi * hi * (c0[-1] - c0[j]))
+    inside = (c0[j] - c0[i]) * ((hi - lo) / (levels - 1)) ** 2 / 12
+    return (below + above + inside) / total
+
+
+def mse_range(counts: np.ndarray, centres: np.ndarray, lo: float, hi: float,
+              steps: int = 100, levels: int = INT8_LEVELS) -> tuple[float, float]:
+    """The clipping range within [lo, hi] that minimises ``quantization_mse``.
+
+    Each end is searched on ``steps`` fractions of its own extent from zero, jointly.
+    """
+    lo, hi = _with_zero(lo, hi)
+    if hi - lo <= 0 or counts.sum() == 0:
+        return lo, hi
+    fractions = np.linspace(1.0 / steps, 1.0, steps)
+    los = lo * fractions if lo < 0 else np.zeros(1)
+    his = hi * fractions if hi > 0 else np.zeros(1)
+    grid_lo, grid_hi = np.meshgrid(los, his, indexing="ij")
+    keep = grid_hi > grid_lo
+    err = quantization_mse(counts, centres, grid_lo[keep], grid_hi[keep], levels)
+    k = int(np.argmin(err))
+    return float(grid_lo[keep][k]), float(grid_hi[keep][k])
+
+
+def percentile_range(counts: np.ndarray, centres: np.ndarray, lo: float, hi: float,
+                     percentile: float = 99.99) -> tuple[float, float]:
+    """The range holding ``percentile`` % of the values, the same share cut from each end."""
+    lo, hi = _with_zero(lo, hi)
+    total = counts.sum()
+    if total == 0:
+        return lo, hi
+    cdf = np.cumsum(counts) / total
+    tail = (100.0 - percentile) / 200.0
+    a = float(centres[min(np.searchsorted(cdf, tail), len(centres) - 1)])
+    b = float(centres[min(np.searchsorted(cdf, 1.0 - tail), len(centres) - 1)])
+    return _with_zero(max(a, lo), min(b, hi))
+
+
+def snr_db(signal_power: float, noise_power: float) -> float:
+    """10·log10(Σa² / Σ(a−b)²), pooled over frames; inf for no error."""
+    if noise_power <= 0:
+        return float("inf")
+    if signal_power <= 0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal_power / noise_power))
+
+
+@dataclass
+class PairSums:
+    """Running sums for SNR and cosine between a reference tensor a and a candidate b."""
+
+    aa: float = 0.0
+    bb: float = 0.0
+    ab: float = 0.0
+    dd: float = 0.0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a = a.astype(np.float64, copy=False).ravel()
+        b = b.astype(np.float64, copy=False).ravel()
+        d = a - b
+        self.aa += float(a @ a)
+        self.bb += float(b @ b)
+        self.ab += float(a @ b)
+        self.dd += float(d @ d)
+
+    @property
+    def snr_db(self) -> float:
+        return snr_db(self.aa, self.dd)
+
+    @property
+    def cosine(self) -> float:
+        denom = np.sqrt(self.aa * self.bb)
+        return float(self.ab / denom) if denom > 0 else (1.0 if self.dd == 0 else 0.0)
+
+
+def channel_means(values: np.ndarray) -> np.ndarray:
+    """Mean over every axis but the last (NHWC channels)."""
+    return values.reshape(-1, values.shape[-1]).mean(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One op output of a candidate net against the same tensor of the float32 net."""
+
+    op_index: int
+    op: str
+    group: str
+    name: str
+    snr_db: float
+    cosine: float
+    # SNR lost at this op: the worst SNR among its inputs minus its own (None: no input).
+    # Against the worst input, an op such as the squeeze-excitation MUL (x · gate, the
+    # gate far more exact than x) is not charged for the error that x brings in.
+    snr_drop_db: float | None
+
+
+def layer_report(float_model: bytes, model: bytes, frames: Iterable[Sequence[np.ndarray]],
+                 threads: int = 2) -> list[LayerRow]:
+    """SNR and cosine of every op output of ``model`` that the float32 net also has,
+    pooled over ``frames`` (each a tuple of float inputs), in graph order."""
+    from uvq_int8.convert.sensitivity import group_of
+
+    reference = TensorProbe(float_model, threads)
+    candidate = TensorProbe(model, threads)
+    by_name = {o.name: o for o in candidate.ops}
+    sums: dict[str, PairSums] = {}
+    for arrays in frames:
+        reference.run(*arrays)
+        candidate.run(*arrays)
+        for out, a in reference.outputs():
+            if out.name in by_name:
+                sums.setdefault(out.name, PairSums()).add(
+                    a, candidate.tensor(by_name[out.name].index))
+    rows = []
+    snr = {n: s.snr_db for n, s in sums.items()}
+    for out in reference.ops:
+        if out.name not in sums:
+            continue
+        known = [snr[i] for i in out.inputs if i in snr]
+        drop = (min(known) - snr[out.name]) if known else None
+        rows.append(LayerRow(out.op_index, out.op, group_of(out.name), out.name,
+                             snr[out.name], sums[out.name].cosine, drop))
+    return rows
