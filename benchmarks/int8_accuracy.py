@@ -4,6 +4,8 @@ Run by hand (DistortionNet's statistics pass holds ~4.7 GB: this is not the buil
 
     .venv/bin/python benchmarks/int8_accuracy.py --models DIR [--nets content,distortion] \\
         [--methods minmax,p99.99,mse] [--bias none,depthwise,all] [--json FILE]
+    .venv/bin/python benchmarks/int8_accuracy.py --models DIR --built int8-static \\
+        [--against OLD_DIR] [--json FILE]
 
 DIR holds the float32 files of one weight set (``uvq-int8 build --backend float32``). Per
 net it calibrates on the build's default natural calibration frames (per-frame min/max,
@@ -44,17 +46,78 @@ def net_input(net: str, frame: np.ndarray) -> np.ndarray:
 
 def output_agreement(net: str, float_model: bytes, model: bytes, frames, threads: int):
     """(SNR dB, cosine) of the net's output, pooled over ``frames``."""
-    reference = T.TensorProbe(float_model, threads)
-    candidate = T.TensorProbe(model, threads)
+    import tempfile
+
+    from uvq_int8 import runtime
+
     sums = T.PairSums()
-    out_ref = reference.ops[-1].index
-    out_new = candidate._interp.get_output_details()[0]["index"]
-    for frame in frames:
-        x = net_input(net, frame)
-        reference.run(x)
-        candidate.run(x)
-        sums.add(reference.tensor(out_ref), candidate.tensor(out_new))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / "float.tflite", Path(tmp) / "candidate.tflite"]
+        for path, data in zip(paths, (float_model, model)):
+            path.write_bytes(data)
+        reference, candidate = (runtime.NetRunner(net, p, threads) for p in paths)
+        for frame in frames:
+            x = net_input(net, frame)
+            sums.add(reference.run(x)[0], candidate.run(x)[0])
     return round(sums.snr_db, 2), round(sums.cosine, 5)
+
+
+def net_times(runners: dict, frames, rounds: int = 5) -> dict[str, float]:
+    """Median ms per call of each runner (name -> (NetRunner, net)), calls interleaved so
+    that a change of machine load hits every runner alike."""
+    inputs = {net: [net_input(net, f) for f in frames] for net in ("content", "distortion")}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for name, (runner, net) in runners.items():  # warm-up
+        runner.run(inputs[net][0])
+    for _ in range(rounds):
+        for i in range(len(frames)):
+            for name, (runner, net) in runners.items():
+                started = time.perf_counter()
+                runner.run(inputs[net][i])
+                times[name].append((time.perf_counter() - started) * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def speed(models: Path, backend: str, against: Path | None, frames, threads: int) -> dict:
+    """Per net: float32 ms / backend ms (and / the same backend in ``against``), one run."""
+    from uvq_int8 import runtime
+
+    ours = runtime.load_models(backend, models, threads)
+    ref = runtime.load_models("float32", models, threads)
+    other = runtime.load_models(backend, against, threads) if against else None
+    out = {}
+    for net in ("content", "distortion"):
+        runners = {"float32": (ref.runners[net], net), backend: (ours.runners[net], net)}
+        if other is not None:
+            runners["against"] = (other.runners[net], net)
+        ms = net_times(runners, frames)
+        out[f"{net}_float32_over_backend"] = round(ms["float32"] / ms[backend], 3)
+        if other is not None:
+            out[f"{net}_backend_over_against_ms"] = round(ms[backend] / ms["against"], 3)
+    return out
+
+
+def built_agreement(models: Path, backend: str, frames, threads: int) -> dict:
+    """A built backend against float32 of the same build: per-net SNR and cosine, and the
+    aggregation logit's change (max, mean, share of frames within 0.1)."""
+    from uvq_int8 import runtime
+
+    ours = runtime.load_models(backend, models, threads)
+    ref = runtime.load_models("float32", models, threads)
+    sums = {"content": T.PairSums(), "distortion": T.PairSums()}
+    deltas = []
+    for frame in frames:
+        a, b = ref.features(frame), ours.features(frame)
+        sums["content"].add(a[0], b[0])
+        sums["distortion"].add(a[1], b[1])
+        deltas.append(abs(ours.aggregate(*b)[0] - ref.aggregate(*a)[0]))
+    deltas = np.array(deltas, np.float64)
+    return {"backend": backend, "frames": len(deltas),
+            **{f"{net}_snr_db": round(s.snr_db, 2) for net, s in sums.items()},
+            **{f"{net}_cosine": round(s.cosine, 5) for net, s in sums.items()},
+            "logit_delta_max": round(float(deltas.max()), 4),
+            "logit_delta_mean": round(float(deltas.mean()), 4),
+            "within_0.1": round(float((deltas <= 0.1).mean()), 4)}
 
 
 def ranges_for(method: str, stats: C.TensorStatistics):
@@ -76,11 +139,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-frames", type=int, default=16)
     p.add_argument("--holdout-frames", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--built", nargs="+", metavar="BACKEND",
+                   help="instead: measure these built backends of --models (e.g. int8-static) "
+                        "against its float32 files on the holdout frames, and time each net "
+                        "against float32 (median of interleaved calls)")
+    p.add_argument("--against", type=Path, metavar="DIR",
+                   help="with --built: also time each backend against the same backend in DIR "
+                        "(another build, e.g. --int8-ranges minmax), in the same run")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
-    cal = natural.make_set("calibration", args.calibration_frames)
     hold = natural.make_set("holdout", args.holdout_frames)
+    if args.built:
+        rows = [{**built_agreement(args.models, b, hold.frames, args.threads),
+                 **speed(args.models, b, args.against, hold.frames[:4], args.threads)}
+                for b in args.built]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        if args.json:
+            atomic_write_text(args.json, json.dumps({
+                "models": str(args.models), "holdout_sha256": hold.sha256,
+                "holdout_images": hold.images, "against": str(args.against or ""),
+                "machine": machine_info(), "rows": rows},
+                indent=2))
+        return 0
+    cal = natural.make_set("calibration", args.calibration_frames)
     print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), holdout "
           f"{len(hold.frames)} frames from {hold.images} ({hold.sha256[:12]})", file=sys.stderr)
     rows = []

@@ -252,3 +252,31 @@ def test_sensitivity_table_rows_and_the_whole_net(search_inputs):
     whole = held.measure(content=auto.make_model(auto.NetChoice("static_wi8_ai8", "mean"),
                                                  models["content"], ranges["content"]))
     assert table.all_int8.logit_delta_max == pytest.approx(whole.logit_delta_max)
+
+
+def test_the_int8_time_ratio_comes_from_the_table_or_is_timed_on_this_machine():
+    timed = []
+
+    def measure():
+        timed.append(1)
+        return 0.77
+
+    known = S.cost_constants("avx512_vnni", measure)
+    assert known["int8_time_ratio"] == S.INT8_TIME_RATIOS["avx512_vnni"] and not timed
+    other = S.cost_constants("avx2", measure)
+    assert other == {"isa": "avx2", "int8_time_ratio": 0.77,
+                     "source": "timed on the build machine (DistortionNet, float32 vs full int8)"}
+    # A slower int8 makes int8 groups cost more in the model, so the ranking can change.
+    costs = S.cost_model(_ops(), 0.77)
+    groups = S.group_names(_ops())
+    assert costs.ms(groups) == pytest.approx(0.77 * costs.float32_ms)
+
+
+def test_the_isa_tier_follows_the_int8_features():
+    from uvq_int8.util import isa_name
+
+    assert isa_name(["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"]) == "avx512_vnni"
+    assert isa_name(["avx2", "fma"]) == "avx2"
+    assert isa_name(["avx2", "avx512f"]) == "avx2"  # no bw/vl: XNNPACK's AVX-512 int8 path is off
+    assert isa_name(["asimd", "asimddp"]) == "arm_dotprod"
+    assert isa_name([]) == "generic"

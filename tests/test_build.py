@@ -138,6 +138,18 @@ def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
     assert static["recipe"] == "static_wi8_ai8"
     assert static["recipe_options"]["calibration"]["frames"] == build_all.options.calibration_frames
     assert static["checkpoint"]["sha256"] == record["checkpoints"]["distortion"]["sha256"]
+    # The recipe's activation ranges (0.2.0: percentile of a histogram over all frames).
+    assert static["recipe_options"]["recipe_version"] == 2
+    assert static["recipe_options"]["activation_ranges"] == "percentile"
+    assert static["recipe_options"]["percentile"] == 99.99
+    assert static["recipe_options"]["bias_correction"] == "none"
+    # DistortionNet's statistics ran a patch at a time on the one-patch variant.
+    nets_record = record["calibration"]["nets"]
+    assert nets_record["distortion"]["statistics_runs"] == 9 * build_all.options.calibration_frames
+    assert nets_record["content"]["statistics_runs"] == build_all.options.calibration_frames
+    # The CPU the build ran on, with the features int8 speed depends on.
+    assert record["machine"]["isa"] == util.isa_name(record["machine"]["cpu_features"])
+    assert record["machine"]["cpu_features"] == util.machine_info()["cpu_features"]
     # Full-integer I/O: the runtime needs scale and zero point to (de)quantize.
     for port in static["inputs"] + static["outputs"]:
         assert port["dtype"] == "int8" and port["scale"] > 0 and port["zero_point"] is not None

@@ -152,3 +152,99 @@ def test_histogram_ranges_only_change_ops_whose_scale_the_quantizer_uses(content
             assert min(lo, 0) <= q["min"][0] <= 0 <= q["max"][0] <= max(hi, 0)
     with pytest.raises(ValueError, match="unknown range method"):
         C.histogram_ranges(stats, "kl")
+
+
+# --------------------------------------------------------------------------- the recipes
+
+
+def _holdout_snr(net: str, float_model: bytes, model: bytes, frames) -> float:
+    from uvq_int8 import runtime
+    from uvq_int8.runtime import frames as F
+    import tempfile
+    from pathlib import Path
+
+    sums = T.PairSums()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / "f.tflite", Path(tmp) / "q.tflite"]
+        for p, data in zip(paths, (float_model, model)):
+            p.write_bytes(data)
+        ref, ours = (runtime.NetRunner(net, p, 2) for p in paths)
+        for frame in frames:
+            x = F.net_inputs(frame)[0 if net == "content" else 1]
+            sums.add(ref.run(x)[0], ours.run(x)[0])
+    return sums.snr_db
+
+
+def _recipe_gain(float_model: bytes, calibration: int = 8, holdout: int = 6) -> tuple[float, float]:
+    """ContentNet's holdout SNR with the old min/max recipe and with percentile ranges,
+    both calibrated on the same natural frames."""
+    from uvq_int8.convert import calibration as C
+    from uvq_int8.convert import natural
+    from uvq_int8.convert import sensitivity as S
+    from uvq_int8.runtime import frames as F
+
+    cal = natural.make_set("calibration", calibration).frames
+    held = natural.make_set("holdout", holdout).frames
+
+    def inputs():
+        return ([F.net_inputs(f)[0]] for f in cal)
+
+    ranges = C.calibrate_per_frame(float_model, ({"args_0": x[0]} for x in inputs()))
+    stats = C.tensor_statistics(float_model, inputs, ranges)
+    old = S.quantize_static(float_model, ranges.merged("mean"))
+    new = S.quantize_static(float_model, C.histogram_ranges(stats, "percentile", 99.99))
+    return (_holdout_snr("content", float_model, old, held),
+            _holdout_snr("content", float_model, new, held))
+
+
+def test_percentile_ranges_beat_min_max_on_the_proxy_content_net(content_files):
+    old, new = _recipe_gain(content_files[0])
+    # Measured: 7.1 -> 8.2 dB on the 24 holdout frames (docs/backends.md); random
+    # weights spread the error over every layer, so ranges recover little here.
+    assert new > old + 0.5, (old, new)
+
+
+@pytest.fixture(scope="module")
+def trained_content_float(reference_dir, tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    from uvq_int8.convert import export
+
+    ckpt = reference_dir / "trained_backbone" / "content_net.pth"
+    if not ckpt.is_file():
+        pytest.skip(f"no trained backbone at {ckpt}")
+    out = tmp_path_factory.mktemp("trained") / "content_net.tflite"
+    export.convert_in_subprocess("content", ckpt, out, out.with_suffix(".log"), threads=2)
+    return out.read_bytes()
+
+
+def test_percentile_ranges_gain_3_db_on_the_trained_content_net(trained_content_float):
+    old, new = _recipe_gain(trained_content_float)
+    # Measured: 9.1 -> 18.4 dB on the 24 holdout frames.
+    assert new >= old + 3.0, (old, new)
+
+
+def test_the_one_patch_variant_gives_each_patch_of_the_full_net_bit_for_bit(built_models):
+    from uvq_int8.convert import natural
+    from uvq_int8.runtime import frames as F
+    from uvq_int8.runtime.interpreter import _interpreter_class
+
+    full_bytes = (built_models / "distortion_net.tflite").read_bytes()
+    one_bytes = T.one_item_variant(full_bytes)
+    full = _interpreter_class()(model_content=full_bytes, num_threads=2)
+    one = _interpreter_class()(model_content=one_bytes, num_threads=2)
+    for interp in (full, one):
+        interp.allocate_tensors()
+    assert list(one.get_input_details()[0]["shape"]) == [1, 360, 640, 3]
+    assert list(one.get_output_details()[0]["shape"]) == [1, 8, 8, 128]
+    names = {d["name"] for d in one.get_tensor_details()}
+    assert names <= {d["name"] for d in full.get_tensor_details()}  # the same tensors
+    patches = F.net_inputs(natural.make_set("holdout", 1).frames[0])[1]
+    full.set_tensor(full.get_input_details()[0]["index"], patches)
+    full.invoke()
+    grid = full.get_tensor(full.get_output_details()[0]["index"])[0]
+    for k in (0, 4, 8):
+        one.set_tensor(one.get_input_details()[0]["index"], patches[k:k + 1])
+        one.invoke()
+        got = one.get_tensor(one.get_output_details()[0]["index"])[0]
+        r, c = divmod(k, 3)
+        assert np.array_equal(got, grid[8 * r:8 * r + 8, 8 * c:8 * c + 8])

@@ -63,3 +63,55 @@ def test_one_unlucky_frame_is_not_a_breach_but_a_pattern_is():
     assert not P.contradicts([0.5] * 4 + [0.0] * 16, 0.1)[0]   # p = 0.016
     assert P.contradicts([0.5] * 5 + [0.0] * 15, 0.1)[0]       # p = 0.003
     assert not P.contradicts([0.1] * 30, 0.1)[0]                # at the budget is within
+
+
+def test_looks_split_the_miscoverage_and_need_more_frames():
+    assert P.look_fraction(0.95, 1) == pytest.approx(0.95)
+    assert P.look_fraction(0.95, 2) == pytest.approx(0.975)
+    assert P.frames_needed(0.95, 2) == 39 and P.frames_needed(0.95, 3) == 59
+    assert P.supported_looks(60, 0.95, 3) == 3
+    assert P.supported_looks(40, 0.95, 3) == 2
+    assert P.supported_looks(19, 0.95, 3) == 1 and P.supported_looks(18, 0.95, 3) == 0
+    p = P.confirm(np.arange(60) / 100.0, budget=0.6, images=5, content="natural", looks=3)
+    assert p.rank == 1 and p.bound == pytest.approx(0.59) and p.holds
+    assert p.coverage == pytest.approx(1 - 3 / 61) and p.coverage >= 0.95
+    with pytest.raises(ValueError):
+        P.look_fraction(0.95, 0)
+
+
+def test_a_rejected_first_choice_ends_on_the_next_candidate_not_on_float32():
+    # A constructed case: the fastest choice misses on the confirmation frames, the next holds.
+    errors = {"int8": np.full(60, 0.3), "mixed": np.linspace(0, 0.08, 60), "fp16": np.zeros(60)}
+    looked = []
+
+    def deltas_of(choice):
+        looked.append(choice)
+        return errors[choice]
+
+    chosen, found, rejected = P.confirm_first(["int8", "mixed", "fp16"], deltas_of, 0.1, 5,
+                                              "natural", 0.95, looks=3)
+    assert chosen == "mixed" and found.holds and found.look == 2 and found.looks == 3
+    assert [c for c, _ in rejected] == ["int8"] and not rejected[0][1].holds
+    assert looked == ["int8", "mixed"]  # the third was never measured
+    # No more looks than allowed: with one look the miss ends the search.
+    chosen, found, rejected = P.confirm_first(["int8", "mixed"], deltas_of, 0.1, 5, "natural",
+                                              0.95, looks=1)
+    assert chosen is None and found is None and len(rejected) == 1
+
+
+def test_the_bonferroni_bound_covers_the_kept_choice_at_the_promised_rate():
+    """Three candidates, each over budget on some share of frames: the one kept after up to
+    three looks leaves a new frame over D at most 5 % of the time (the union bound)."""
+    rng = np.random.default_rng(1)
+    budget, over = 0.1, 0.0
+    trials = 3000
+    shares = (0.2, 0.08, 0.04)  # the share of frames over D for each candidate
+    kept = 0
+    for _ in range(trials):
+        frames = {i: np.where(rng.random(61) < s, 0.2, 0.0) for i, s in enumerate(shares)}
+        chosen, found, _ = P.confirm_first(range(3), lambda i: frames[i][:60], budget, 5,
+                                           "natural", 0.95, looks=3)
+        if chosen is not None:
+            kept += 1
+            over += frames[chosen][60] > budget
+    assert kept > 0 and over / trials <= 0.05

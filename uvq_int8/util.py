@@ -20,8 +20,33 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 TEMP_MARKER = ".uvq-tmp-"
-CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm",
-                "sve")
+# The SIMD features that decide int8 speed: XNNPACK's AVX-512 int8 kernels need bw and vl
+# besides f, VNNI adds the int8 dot product, AMX the tile units; on ARM, asimddp (dot
+# product) and i8mm (int8 matrix multiply).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                "amx_tile", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+
+
+def isa_name(features: Iterable[str]) -> str:
+    """The instruction-set tier that int8 speed follows, from ``machine_info()["cpu_features"]``."""
+    have = set(features)
+    if {"amx_tile", "amx_int8"} <= have:
+        return "amx"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= have:
+        return "avx512_vnni"
+    if {"avx512f", "avx512bw", "avx512vl"} <= have:
+        return "avx512"
+    if "avx_vnni" in have and "avx2" in have:
+        return "avx_vnni"
+    if "avx2" in have:
+        return "avx2"
+    if "i8mm" in have:
+        return "arm_i8mm"
+    if "asimddp" in have:
+        return "arm_dotprod"
+    if "asimd" in have:
+        return "arm_neon"
+    return "generic"
 # The distributions whose versions a build or a measurement records.
 TOOL_DISTRIBUTIONS = ("uvq-int8", "numpy", "ai-edge-litert", "torch", "litert-torch",
                       "ai-edge-quantizer")
@@ -180,7 +205,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions = tool_versions()
-    return {"cpu": cpu, "cpu_features": flags, "cores": os.cpu_count(),
+    return {"cpu": cpu, "cpu_features": flags, "isa": isa_name(flags), "cores": os.cpu_count(),
             "machine": platform.machine(), "system": platform.system(),
             "platform": platform.platform(), "python": versions.pop("python"),
             "packages": versions}

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from uvq_int8.backends import NETS
 from uvq_int8.convert import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
                             DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
-                            DEFAULT_VALIDATION_FRAMES)
+                            DEFAULT_CONFIRMATION_LOOKS, DEFAULT_VALIDATION_FRAMES)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +45,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "natural (default; short clips made from photographs bundled with "
                           "scikit-image, compressed, scaled, blurred) or synthetic (generated "
                           "patterns)")
+    from uvq_int8.convert.options import (DEFAULT_INT8_BIAS_CORRECTION, DEFAULT_INT8_PERCENTILE,
+                                          DEFAULT_INT8_RANGES, INT8_BIAS_CORRECTIONS,
+                                          INT8_RANGE_METHODS)
+
+    cal.add_argument("--int8-ranges", choices=INT8_RANGE_METHODS, default=DEFAULT_INT8_RANGES,
+                     help="how int8-static sets each activation's range: percentile "
+                          f"(default; --int8-percentile of a histogram of the tensor over "
+                          "every calibration frame), mse (the clipping range of least int8 "
+                          "error) or minmax (the mean of per-frame min/max, the recipe before "
+                          "0.2.0); docs/backends.md compares them")
+    cal.add_argument("--int8-percentile", type=float, default=DEFAULT_INT8_PERCENTILE,
+                     metavar="P", help=f"the share of values a percentile range holds "
+                                       f"(default {DEFAULT_INT8_PERCENTILE:g})")
+    cal.add_argument("--int8-bias-correction", choices=INT8_BIAS_CORRECTIONS,
+                     default=DEFAULT_INT8_BIAS_CORRECTION,
+                     help="correct int8-static's convolution biases for their mean error on "
+                          "the calibration frames: none (default), depthwise (the 16 depthwise "
+                          "convolutions) or all (81); one convolution at a time")
     search = p.add_argument_group(
         "auto backend (--backend auto): the fastest configuration within a logit budget")
     search.add_argument("--max-logit-delta", type=float, metavar="D",
@@ -64,7 +82,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         metavar="N", help=f"number of confirmation frames, from images (or "
                                           f"videos) the search never saw; at least 19 for a "
                                           f"95%% promise (default "
-                                          f"{DEFAULT_CONFIRMATION_FRAMES})")
+                                          f"{DEFAULT_CONFIRMATION_FRAMES}: enough for 3 looks)")
+    search.add_argument("--confirmation-looks", type=int, default=DEFAULT_CONFIRMATION_LOOKS,
+                        metavar="L", help="how many candidates, fastest first, may be confirmed "
+                                          "in turn before falling back to float32; each is "
+                                          "tested at 1 - (1-P)/L, so the promise holds for "
+                                          "the one kept (default "
+                                          f"{DEFAULT_CONFIRMATION_LOOKS}; fewer when the "
+                                          "confirmation frames support fewer)")
     search.add_argument("--promise-fraction", type=float, default=0.95, metavar="P",
                         help="the promise: at least this fraction of frames within D "
                              "(default 0.95)")
@@ -103,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
         validation_videos=[Path(v).expanduser() for v in args.validation_videos],
         validation_frames=args.validation_frames, auto_mixed=args.auto_mixed,
         sensitivity=args.sensitivity, confirmation_frames=args.confirmation_frames,
-        promise_fraction=args.promise_fraction, **extra)
+        confirmation_looks=args.confirmation_looks,
+        promise_fraction=args.promise_fraction,
+        int8=_convert.Int8Settings(args.int8_ranges, args.int8_percentile,
+                                   args.int8_bias_correction), **extra)
     if args.max_logit_delta is not None and not args.validation_videos:
         print("uvq-int8: warning: no --validation-videos: the auto choice and its promise rest "
               "on natural clips made from a few photographs, not on your content; give your "

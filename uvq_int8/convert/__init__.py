@@ -17,10 +17,10 @@ imports no torch; the modules that need the ``build`` extra (``nets``, ``export`
 
 from uvq_int8.convert.options import (CALIBRATION_CONTENTS, DEFAULT_CALIBRATION_CONTENT,
                                       DEFAULT_CALIBRATION_FRAMES, DEFAULT_CONFIRMATION_FRAMES,
-                                      DEFAULT_VALIDATION_FRAMES, MEMORY_BOUND_BYTES, BuildError,
-                                      BuildOptions, BuildPlan, BuildSummary,
-                                      CheckpointMissingError, FileJob, FileResult, NullReporter,
-                                      Reporter)
+                                      DEFAULT_CONFIRMATION_LOOKS, DEFAULT_VALIDATION_FRAMES,
+                                      MEMORY_BOUND_BYTES, BuildError, BuildOptions, BuildPlan,
+                                      BuildSummary, CheckpointMissingError, FileJob, FileResult,
+                                      Int8Settings, NullReporter, Reporter)
 from uvq_int8.backends import buildable_backends  # what "all" means to build
 from uvq_int8.convert.plan import (check_budget, plan_build, require_budget,
                                    require_build_tools, resolve_backends)
@@ -29,8 +29,8 @@ from uvq_int8.convert.stages import build
 
 __all__ = ["CALIBRATION_CONTENTS", "CHECKPOINT_NAMES", "DEFAULT_CALIBRATION_CONTENT",
            "DEFAULT_CALIBRATION_FRAMES", "DEFAULT_CONFIRMATION_FRAMES",
-           "DEFAULT_VALIDATION_FRAMES",
-           "MEMORY_BOUND_BYTES", "BuildError", "BuildOptions", "BuildPlan", "BuildSummary",
-           "CheckpointMissingError", "FileJob", "FileResult", "NullReporter", "Reporter", "build",
+           "DEFAULT_CONFIRMATION_LOOKS", "DEFAULT_VALIDATION_FRAMES", "MEMORY_BOUND_BYTES",
+           "BuildError", "BuildOptions", "BuildPlan", "BuildSummary", "CheckpointMissingError",
+           "FileJob", "FileResult", "Int8Settings", "NullReporter", "Reporter", "build",
            "buildable_backends", "check_budget", "default_out_dir", "plan_build",
            "require_budget", "require_build_tools", "resolve_backends", "resolve_checkpoints"]

@@ -22,13 +22,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from uvq_int8.convert import sensitivity as S
-from uvq_int8.convert.calibration import RANGE_MERGES, FrameRanges
+from uvq_int8.convert.calibration import RANGE_MERGES, FrameRanges, NetRanges
 from uvq_int8.backends import AUTO, RECIPES
 
-# 2: chosen on natural search frames and confirmed once on confirmation frames from other
-# images (runtime/promise.py); the record holds the promise. 1: chosen and measured on the
-# same (synthetic) frames, with no promise.
-AUTO_VERSION = 2
+# 3: up to promise.DEFAULT_LOOKS candidates confirmed in turn, each at the Bonferroni-split
+# fraction; int8 candidates include the build's histogram ranges. 2: chosen on natural
+# search frames and confirmed once on confirmation frames from other images
+# (runtime/promise.py); the record holds the promise. 1: chosen and measured on the same
+# (synthetic) frames, with no promise.
+AUTO_VERSION = 3
 # Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
 # dequantized at load and run as float32 compute, so float32 wins a tie with them.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
@@ -85,7 +87,7 @@ def check_choice(choice: NetChoice, info: Any) -> None:
         raise QuantizationError(f"{choice.label}: no tensor was quantized to int8")
 
 
-def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | None = None,
+def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | NetRanges | None = None,
                ops: Sequence[S.OpInfo] | None = None) -> bytes:
     """The .tflite bytes for a choice (deterministic for the same inputs)."""
     from uvq_int8.convert import quantize
@@ -146,16 +148,37 @@ class AutoResult:
     promise: Any = None
     rejected: dict[str, Any] | None = None
     content_basis: dict[str, Any] | None = None  # what the search and confirmation frames are
+    # The next joint configurations within budget on the search frames, in the search's
+    # order: what the confirmation looks at when the choice before it misses.
+    # (content, distortion, search measurement, modelled ms per frame)
+    alternatives: list[tuple[NetChoice, NetChoice, S.Measurement, float]] = field(
+        default_factory=list, repr=False)
+    rejected_looks: list[dict[str, Any]] = field(default_factory=list)
+    # The cost model's int8 time ratio, and the instruction set it is for.
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def reject(self, failed: Any) -> None:
+        """The current choice missed on the confirmation frames: keep it in the record."""
+        self.rejected_looks.append({
+            "labels": {net: c.label for net, c in self.choices.items()},
+            "choices": {net: c.as_dict() for net, c in self.choices.items()},
+            "search_logit_delta_max": self.measurement.logit_delta_max,
+            "confirmation": failed.as_dict()})
+        self.rejected = self.rejected_looks[0]
+
+    def take(self, content: NetChoice, distortion: NetChoice, measurement: S.Measurement,
+             modelled_ms: float) -> None:
+        """Make an alternative the choice (after the one before it was rejected)."""
+        self.content, self.distortion, self.measurement = content, distortion, measurement
+        self.modelled_ms = {**self.modelled_ms, "chosen": modelled_ms}
 
     def fall_back_to_float32(self, failed: Any) -> None:
-        """The searched choice missed the budget on the confirmation frames: take float32
-        on both backbones (logit change 0 by definition), keeping the rejected choice."""
+        """No confirmed choice held: take float32 on both backbones (logit change 0 by
+        definition), keeping the rejected choices."""
         from uvq_int8.runtime import promise as P
 
-        self.rejected = {"labels": {net: c.label for net, c in self.choices.items()},
-                         "choices": {net: c.as_dict() for net, c in self.choices.items()},
-                         "search_logit_delta_max": self.measurement.logit_delta_max,
-                         "confirmation": failed.as_dict()}
+        if not self.rejected_looks or self.rejected_looks[-1]["confirmation"] != failed.as_dict():
+            self.reject(failed)
         self.content = self.distortion = NetChoice("float32")
         self.measurement = S.Measurement(0.0, 0.0, {net: 0.0 for net in S.BACKBONES})
         self.modelled_ms = {**self.modelled_ms, "chosen": self.modelled_ms["float32"]}
@@ -181,12 +204,14 @@ class AutoResult:
                          "feature_rel_error": dict(self.measurement.feature_rel_error)},
             "modelled_ms_per_frame": {k: round(v, 1) for k, v in self.modelled_ms.items()},
             "modelled_speedup": round(self.modelled_speedup, 3),
+            "cost_model": self.cost,
             "candidates": [c.as_dict() for c in self.candidates],
             "trials": [asdict(t) for t in self.trials],
             "sensitivity": {net: t.as_dict() for net, t in self.sensitivity.items()},
             "seconds": round(self.seconds, 1),
             "promise": self.promise.as_dict() if self.promise is not None else None,
             "rejected": self.rejected,
+            "rejected_looks": self.rejected_looks,
             "content_basis": self.content_basis,
         }
 
@@ -232,15 +257,17 @@ def _rank(c: Candidate) -> tuple:
             m.logit_delta_max, m.logit_delta_mean, c.choice.label)
 
 
-def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, held_out: S.HeldOut,
+def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | NetRanges | None,
+                   held_out: S.HeldOut,
                    budget: float, merges: Sequence[str] = RANGE_MERGES, mixed: bool = True,
-                   progress: Callable[[str], None] | None = None, sensitivity: bool = False
+                   progress: Callable[[str], None] | None = None, sensitivity: bool = False,
+                   int8_ratio: float = S.INT8_TIME_RATIO
                    ) -> tuple[list[Candidate], S.SensitivityTable | None]:
     """Measured candidates for one backbone (the other float32), and the sensitivity table
     if the mixed search needed it or ``sensitivity`` asked for it."""
     say = progress or (lambda _m: None)
     ops = S.graph_ops(float_model)
-    costs = S.cost_model(ops)
+    costs = S.cost_model(ops, int8_ratio)
     groups = S.group_names(ops)
     out: list[Candidate] = []
 
@@ -265,7 +292,8 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, hel
     if not (need_mixed or sensitivity):
         return out, None
     how = best.choice.range_merge
-    table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say)
+    table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say,
+                                int8_ratio=int8_ratio)
     if not need_mixed:
         return out, table
     # Full int8 is over budget: grow an int8 set from the groups that are within budget on
@@ -288,6 +316,15 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | None, hel
 def choose(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float
            ) -> tuple[tuple[Candidate, Candidate], S.Measurement, list[JointTrial]]:
     """The joint configuration of least modelled time whose measured logit Δ max ≤ budget."""
+    return choose_ranked(candidates, held_out, budget)[:3]
+
+
+def choose_ranked(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float,
+                  alternatives: int = 0
+                  ) -> tuple[tuple[Candidate, Candidate], S.Measurement, list[JointTrial],
+                             list[tuple[Candidate, Candidate, S.Measurement]]]:
+    """``choose``, and up to ``alternatives`` more joint configurations within budget on
+    the search frames, in the same order (what the confirmation may look at next)."""
     by_net = {net: sorted((c for c in candidates if c.net == net), key=_rank)
               for net in S.BACKBONES}
     pairs = [(c, d) for c in by_net["content"] for d in by_net["distortion"]
@@ -296,6 +333,7 @@ def choose(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float
     pairs.sort(key=lambda p: (round(p[0].modelled_ms + p[1].modelled_ms, 3),
                               _rank(p[1]), _rank(p[0])))
     trials: list[JointTrial] = []
+    found: list[tuple[Candidate, Candidate, S.Measurement]] = []
     for c, d in pairs:
         m = held_out.measure_features(_features(c, held_out), _features(d, held_out))
         ok = m.logit_delta_max <= budget
@@ -303,18 +341,24 @@ def choose(candidates: Sequence[Candidate], held_out: S.HeldOut, budget: float
                                  c.modelled_ms + d.modelled_ms, m.logit_delta_max,
                                  m.logit_delta_mean, ok))
         if ok:
-            return (c, d), m, trials
-    raise AssertionError("float32 on both nets always fits a non-negative budget")
+            found.append((c, d, m))
+            if len(found) > alternatives:
+                break
+    if not found:
+        raise AssertionError("float32 on both nets always fits a non-negative budget")
+    (c, d, m), rest = found[0], found[1:]
+    return (c, d), m, trials, rest
 
 
 def _features(c: Candidate, held_out: S.HeldOut) -> np.ndarray:
     return held_out.reference[c.net] if c.features is None else c.features
 
 
-def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges | None],
+def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges | NetRanges | None],
            held_out: S.HeldOut, budget: float, merges: Sequence[str] = RANGE_MERGES,
            mixed: bool = True, progress: Callable[[str], None] | None = None,
-           sensitivity: bool = False) -> AutoResult:
+           sensitivity: bool = False, alternatives: int = 0,
+           cost: Mapping[str, Any] | None = None) -> AutoResult:
     """Measure the candidates of both backbones and choose the fastest within ``budget``.
 
     ``float_models`` holds the float32 content and distortion flatbuffers (the files the
@@ -323,17 +367,24 @@ def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges |
     if not budget >= 0:
         raise ValueError(f"the logit budget must be a non-negative number, got {budget}")
     started = time.perf_counter()
+    cost = dict(cost or {"isa": None, "int8_time_ratio": S.INT8_TIME_RATIO,
+                         "source": "default"})
+    ratio = float(cost["int8_time_ratio"])
     candidates: list[Candidate] = []
     tables: dict[str, S.SensitivityTable] = {}
     for net in ("distortion", "content"):  # the slow net first: its answer matters most
         cands, table = net_candidates(net, float_models[net], ranges.get(net), held_out, budget,
-                                      merges, mixed, progress, sensitivity)
+                                      merges, mixed, progress, sensitivity, ratio)
         candidates += cands
         if table is not None:
             tables[net] = table
-    (c, d), m, trials = choose(candidates, held_out, budget)
-    costs = {net: S.cost_model(S.graph_ops(float_models[net])) for net in S.BACKBONES}
+    (c, d), m, trials, rest = choose_ranked(candidates, held_out, budget, alternatives)
+    costs = {net: S.cost_model(S.graph_ops(float_models[net]), ratio) for net in S.BACKBONES}
     modelled = {"chosen": S.FRAME_OVERHEAD_MS + c.modelled_ms + d.modelled_ms,
                 "float32": S.FRAME_OVERHEAD_MS + sum(x.float32_ms for x in costs.values())}
-    return AutoResult(budget, len(held_out.frames), c.choice, d.choice, m, modelled, candidates,
-                      trials, tables, time.perf_counter() - started)
+    result = AutoResult(budget, len(held_out.frames), c.choice, d.choice, m, modelled,
+                        candidates, trials, tables, time.perf_counter() - started, cost=cost)
+    result.alternatives = [(a.choice, b.choice, mm,
+                            S.FRAME_OVERHEAD_MS + a.modelled_ms + b.modelled_ms)
+                           for a, b, mm in rest]
+    return result

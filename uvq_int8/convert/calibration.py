@@ -18,6 +18,7 @@ from uvq_int8.runtime import frames as F
 
 if TYPE_CHECKING:
     from uvq_int8.convert import tensor_stats as T
+    from uvq_int8.convert.options import Int8Settings
     from uvq_int8.convert.sources import FrameSources
 
 
@@ -93,34 +94,43 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
 
 
 class Calibration:
-    """Each net's ``FrameRanges`` on the build's calibration frames, computed once."""
+    """Each net's ``FrameRanges`` on the build's calibration frames, computed once; and, when
+    the int8 settings need them, its tensor statistics and int8 bias correction."""
 
     def __init__(self, frames: "FrameSources", threads: int,
-                 status: Callable[[str, str], None], tick: Callable[[], None]) -> None:
+                 status: Callable[[str, str], None], tick: Callable[[], None],
+                 statistics_model: Callable[[str], bytes | None] | None = None) -> None:
         self.frames = frames
         self.threads = threads
         self.status = status  # (filename, text) -> None: progress
         self.tick = tick      # called once per frame (memory sampling)
+        # net -> DistortionNet's one-patch statistics variant (None: use the net itself)
+        self.statistics_model = statistics_model or (lambda net: None)
         self.ranges: dict[str, FrameRanges] = {}
+        self.statistics: dict[str, TensorStatistics] = {}
+
+    def _inputs(self, net: str, filename: str, what: str):
+        store = self.frames.calibration_store()
+        total = len(store)
+
+        def inputs() -> Iterable[tuple[np.ndarray]]:
+            for i, frame in enumerate(store):
+                self.status(filename, f"{what} {i + 1}/{total}")
+                content, patches = F.net_inputs(frame)
+                yield (content if net == "content" else patches,)
+                self.tick()
+        return inputs
 
     def __call__(self, net: str, filename: str, float_model: bytes) -> FrameRanges:
         from uvq_int8.runtime.tflite_info import read_model_info
 
         if net in self.ranges:
             return self.ranges[net]
-        store = self.frames.calibration_store()
-        total = len(store)
         signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
         started = time.perf_counter()
-
-        def samples() -> Iterable[Mapping[str, np.ndarray]]:
-            for i, frame in enumerate(store):
-                self.status(filename, f"calibrating {i + 1}/{total}")
-                content, patches = F.net_inputs(frame)
-                yield {signature_input: content if net == "content" else patches}
-                self.tick()
-
-        ranges = calibrate_per_frame(float_model, samples(), threads=self.threads)
+        inputs = self._inputs(net, filename, "calibrating")
+        ranges = calibrate_per_frame(float_model, ({signature_input: x[0]} for x in inputs()),
+                                     threads=self.threads)
         self.frames.record_net(net, {
             "frames": ranges.frames, "tensors": len(ranges.names),
             "seconds": round(time.perf_counter() - started, 2),
@@ -129,45 +139,163 @@ class Calibration:
         self.ranges[net] = ranges
         return ranges
 
+    def tensor_statistics(self, net: str, filename: str, float_model: bytes) -> TensorStatistics:
+        """Histograms and convolution channel means of ``net``, computed once."""
+        if net not in self.statistics:
+            ranges = self(net, filename, float_model)
+            started = time.perf_counter()
+            stats = tensor_statistics(float_model, self._inputs(net, filename, "statistics"),
+                                      ranges, self.threads,
+                                      statistics_model=self.statistics_model(net))
+            self.frames.record_net(net, {"statistics_seconds":
+                                         round(time.perf_counter() - started, 2),
+                                         "statistics_runs": stats.runs})
+            self.statistics[net] = stats
+        return self.statistics[net]
+
+    def activation_ranges(self, net: str, filename: str, float_model: bytes,
+                          settings: "Int8Settings") -> dict[str, dict[str, np.ndarray]]:
+        """The calibration result that int8-static quantizes with."""
+        if settings.ranges == "minmax":
+            return self(net, filename, float_model).merged("mean")
+        return histogram_ranges(self.tensor_statistics(net, filename, float_model),
+                                settings.ranges, settings.percentile)
+
+    def net_ranges(self, net: str, filename: str, float_model: bytes,
+                   settings: "Int8Settings") -> "NetRanges":
+        """What the auto search quantizes ``net`` with: every merge of the per-frame ranges,
+        and the settings' histogram ranges when they use histograms."""
+        ranges = self(net, filename, float_model)
+        if settings.ranges == "minmax":
+            return NetRanges(ranges)
+        return NetRanges(ranges, self.tensor_statistics(net, filename, float_model), settings)
+
+    def bias_correct(self, net: str, filename: str, int8_model: bytes, float_model: bytes,
+                     settings: "Int8Settings") -> tuple[bytes, dict]:
+        """``int8_model`` with its biases corrected as ``settings`` say, and the record."""
+        from uvq_int8.convert import bias_correction as B
+
+        ops = {"depthwise": ("DEPTHWISE_CONV_2D",), "all": B.CONV_OPS}[settings.bias_correction]
+        stats = self.tensor_statistics(net, filename, float_model)
+        store = self.frames.calibration_store()
+
+        def inputs() -> Iterable[tuple[np.ndarray]]:
+            for frame in store:
+                content, patches = F.net_inputs(frame)
+                yield (content if net == "content" else patches,)
+                self.tick()
+
+        def say(text: str) -> None:
+            self.status(filename, text)
+
+        model, record = B.correct(int8_model, float_model, inputs, iterations=1,
+                                  threads=self.threads, float_means=stats.conv_means,
+                                  progress=say, ops=ops)
+        return model, record.as_dict()
+
+
+class NetRanges:
+    """A net's calibration results by name: ``mean``, ``union`` and ``median`` merge the
+    per-frame ranges; the histogram method of the settings (``percentile``, ``mse``) comes
+    from tensor statistics, when they were gathered."""
+
+    def __init__(self, ranges: FrameRanges, statistics: "TensorStatistics | None" = None,
+                 settings: "Int8Settings | None" = None) -> None:
+        self.ranges = ranges
+        self.statistics = statistics
+        self.settings = settings
+
+    @property
+    def merges(self) -> tuple[str, ...]:
+        """Every name ``merged`` takes, the build's own int8-static choice first."""
+        if self.statistics is None or self.settings is None:
+            return RANGE_MERGES
+        return (self.settings.ranges, *RANGE_MERGES)
+
+    def merged(self, how: str) -> dict[str, dict[str, np.ndarray]]:
+        if how in RANGE_MERGES:
+            return self.ranges.merged(how)
+        if self.statistics is None or self.settings is None or how != self.settings.ranges:
+            raise ValueError(f"no {how!r} ranges: known {', '.join(self.merges)}")
+        return histogram_ranges(self.statistics, how, self.settings.percentile)
+
 
 # --------------------------------------------------------------------------- full statistics
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
+# Values read per tensor and per run into a histogram: a larger tensor is sampled with a
+# stride that shares no factor with its channel count, so every channel is seen.
+HISTOGRAM_SAMPLES = 1 << 20
+
+
+def _stride(size: int, channels: int, limit: int = HISTOGRAM_SAMPLES) -> int:
+    import math
+
+    step = max(1, -(-size // limit))
+    while step > 1 and math.gcd(step, channels) != 1:
+        step += 1
+    return step
 
 
 @dataclass
 class TensorStatistics:
     """Histograms of every op output over the calibration frames (a second pass, over the
-    union of the per-frame ranges), with each output's op kind."""
+    union of the per-frame ranges), each output's op kind, and the per-channel means of
+    the convolution outputs (what bias correction compares with)."""
 
     ranges: FrameRanges
     histograms: "T.Histograms"
     op_kinds: dict[str, str]
+    conv_means: dict[str, np.ndarray]
+    runs: int = 0
 
 
 def tensor_statistics(float_model: bytes, inputs: Callable[[], Iterable[Sequence[np.ndarray]]],
-                      ranges: FrameRanges, threads: int = 2,
-                      bins: int = 2048) -> TensorStatistics:
+                      ranges: FrameRanges, threads: int = 2, bins: int = 2048,
+                      statistics_model: bytes | None = None,
+                      progress: Callable[[int], None] | None = None) -> TensorStatistics:
     """Histogram every op output of ``float_model`` on the frames ``inputs()`` yields.
 
     ``ranges`` come from ``calibrate_per_frame`` on the same frames, so each histogram's
     fixed range (the union) holds every value. The interpreter keeps every tensor of a
-    frame (about 3.6 GB for DistortionNet's nine patches), but each is reduced to its
-    histogram as soon as it is read.
+    run (about 3.6 GB for DistortionNet's nine patches), but each is reduced as soon as it
+    is read. With ``statistics_model`` (``tensor_stats.one_item_variant``: the same tensors
+    for one batch item), each input is run one batch item at a time on it instead: a
+    ninth of the memory, the same values.
     """
     from uvq_int8.convert import tensor_stats as T
+    from uvq_int8.convert.bias_correction import CONV_OPS
 
     union = {n: (float(a), float(b)) for n, a, b in zip(ranges.names, ranges.lo.min(0),
                                                         ranges.hi.max(0))}
-    probe = T.TensorProbe(float_model, threads)
+    probe = T.TensorProbe(statistics_model if statistics_model is not None else float_model,
+                          threads)
     op_kinds = {o.name: o.op for o in probe.ops}
     hist = T.Histograms({n: union[n] for n in op_kinds if n in union}, bins)
-    for arrays in inputs():
-        probe.run(*arrays)
-        for out, values in probe.outputs():
-            if out.name in hist.ranges:
-                hist.add(out.name, values)
-    return TensorStatistics(ranges, hist, op_kinds)
+    sums: dict[str, np.ndarray] = {}
+    runs = 0
+    for frame, arrays in enumerate(inputs()):
+        items = ([tuple(a[i:i + 1] for a in arrays) for i in range(len(arrays[0]))]
+                 if statistics_model is not None else [tuple(arrays)])
+        for item in items:
+            probe.run(*item)
+            runs += 1
+            for out in probe.ops:
+                name = out.name
+                if name not in hist.ranges and out.op not in CONV_OPS:
+                    continue
+                values = probe.tensor(out.index)
+                if out.op in CONV_OPS:
+                    sums[name] = sums.get(name, 0.0) + T.channel_means(values)
+                if name in hist.ranges:
+                    flat = values.reshape(-1)
+                    hist.add(name, flat[::_stride(flat.size, values.shape[-1])])
+        if progress:
+            progress(frame + 1)
+    del probe
+    if not runs:
+        raise ValueError("tensor statistics got no frames")
+    return TensorStatistics(ranges, hist, op_kinds, {n: v / runs for n, v in sums.items()}, runs)
 
 
 def histogram_ranges(stats: TensorStatistics, method: str, percentile: float = 99.99,
@@ -176,17 +304,17 @@ def histogram_ranges(stats: TensorStatistics, method: str, percentile: float = 9
 
     ``method`` is ``percentile`` (the range holding that share of the values) or ``mse``
     (the clipping range of least int8 quantization error). Tensors the histograms do not
-    cover (the model input), and outputs whose scale the quantizer fixes or shares
-    (``tensor_stats.FIXED_OR_SHARED_SCALE_OPS``), keep the ``base`` merge of the
-    per-frame ranges; ``minmax`` gives that merge alone.
+    cover (the model input, DistortionNet's tiling), and outputs whose scale the quantizer
+    fixes or shares (``tensor_stats.FIXED_OR_SHARED_SCALE_OPS``), keep the ``base`` merge
+    of the per-frame ranges; ``minmax`` gives that merge alone.
     """
     from uvq_int8.convert import tensor_stats as T
 
+    if method not in RANGE_METHODS:
+        raise ValueError(f"unknown range method {method!r}; known: {', '.join(RANGE_METHODS)}")
     result = stats.ranges.merged(base)
     if method == "minmax":
         return result
-    if method not in RANGE_METHODS:
-        raise ValueError(f"unknown range method {method!r}; known: {', '.join(RANGE_METHODS)}")
     hist = stats.histograms
     for name in result:
         if name not in hist.ranges or stats.op_kinds.get(name) in T.FIXED_OR_SHARED_SCALE_OPS:

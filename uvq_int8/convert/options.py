@@ -27,8 +27,42 @@ DEFAULT_CALIBRATION_CONTENT = "natural"
 DEFAULT_VALIDATION_FRAMES = 12  # search frames the auto search chooses on
 
 
-# Confirmation frames: 40 gives the 2nd largest error as the 95% bound (19 is the least).
-DEFAULT_CONFIRMATION_FRAMES = 40
+# How int8-static sets each activation's int8 range (docs/backends.md, "Full-integer
+# int8"): "minmax" merges per-frame min/max (the recipe before 0.2.0); "percentile" and
+# "mse" choose from a histogram of the tensor over all calibration frames.
+INT8_RANGE_METHODS = ("minmax", "percentile", "mse")
+DEFAULT_INT8_RANGES = "percentile"
+DEFAULT_INT8_PERCENTILE = 99.99
+# Empirical bias correction of the int8 file: none, the 16 depthwise convolutions, or all 81.
+INT8_BIAS_CORRECTIONS = ("none", "depthwise", "all")
+DEFAULT_INT8_BIAS_CORRECTION = "none"
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How int8-static's activation ranges and biases are set; recorded in the manifest."""
+
+    ranges: str = DEFAULT_INT8_RANGES
+    percentile: float = DEFAULT_INT8_PERCENTILE
+    bias_correction: str = DEFAULT_INT8_BIAS_CORRECTION
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the tensor histograms / channel means pass is needed."""
+        return self.ranges != "minmax" or self.bias_correction != "none"
+
+    def as_options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"activation_ranges": self.ranges}
+        if self.ranges == "percentile":
+            out["percentile"] = self.percentile
+        out["bias_correction"] = self.bias_correction
+        return out
+
+
+# Confirmation frames: with up to 3 looks (runtime/promise.py) each is tested at
+# 1 - 0.05/3, which needs at least 59 frames for a bound (the 1st largest of 60).
+DEFAULT_CONFIRMATION_FRAMES = 60
+DEFAULT_CONFIRMATION_LOOKS = 3
 
 
 # What a build may hold at once (this process plus conversion workers): the design target
@@ -84,11 +118,13 @@ class BuildOptions:
     # The confirmation (runtime/promise.py): frames from images the search never saw, and
     # the promised fraction of frames within the budget.
     confirmation_frames: int = DEFAULT_CONFIRMATION_FRAMES
+    confirmation_looks: int = DEFAULT_CONFIRMATION_LOOKS
     promise_fraction: float = 0.95
     # Grow int8/float mixes from the per-op-group sensitivity table when full int8 is over
     # budget; the table is measured for the manifest and the verify report either way.
     auto_mixed: bool = True
     sensitivity: bool = True
+    int8: Int8Settings = field(default_factory=Int8Settings)
 
 
 @dataclass

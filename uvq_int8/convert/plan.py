@@ -125,6 +125,9 @@ def _check_auto_options(options: BuildOptions, wants_auto: bool) -> None:
     fraction = options.promise_fraction
     if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
         raise BuildError(f"--promise-fraction must be between 0 and 1, got {fraction}")
+    if options.confirmation_looks < 1:
+        raise BuildError(f"--confirmation-looks must be at least 1, got "
+                         f"{options.confirmation_looks}")
     needed = promise.frames_needed(fraction)
     if options.confirmation_frames < needed:
         raise BuildError(f"--confirmation-frames {options.confirmation_frames} cannot support a "
@@ -151,6 +154,16 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         if not path.is_file():
             raise CheckpointMissingError(f"{net} checkpoint not found: {path}"
                                          + (" (it is a directory)" if path.is_dir() else ""))
+    int8 = options.int8
+    if int8.ranges not in O.INT8_RANGE_METHODS:
+        raise BuildError(f"--int8-ranges must be one of {', '.join(O.INT8_RANGE_METHODS)}, "
+                         f"got {int8.ranges!r}")
+    if not 50.0 < int8.percentile <= 100.0:
+        raise BuildError(f"--int8-percentile must be above 50 and at most 100, got "
+                         f"{int8.percentile:g}")
+    if int8.bias_correction not in O.INT8_BIAS_CORRECTIONS:
+        raise BuildError(f"--int8-bias-correction must be one of "
+                         f"{', '.join(O.INT8_BIAS_CORRECTIONS)}, got {int8.bias_correction!r}")
     if options.calibration_frames < 1:
         raise BuildError(f"--calibration-frames must be at least 1, got "
                          f"{options.calibration_frames}")
@@ -195,7 +208,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         for net, filename in backend.filenames().items():
             recipe = backend.recipes[net]
             recipe_calibration = calibration if quantize.get_recipe(recipe).calibrated else None
-            opts = quantize.recipe_options(recipe, recipe_calibration)
+            opts = quantize.recipe_options(recipe, recipe_calibration, options.int8.as_options())
             if recipe == "auto":
                 opts = _auto_options(options, opts, refs)
             if filename in seen:

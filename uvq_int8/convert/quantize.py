@@ -24,7 +24,8 @@ from uvq_int8.runtime.tflite_info import ModelInfo
 
 # Bump when a recipe's implementation changes the files it makes: the build
 # then rebuilds those files even though checkpoints and options are unchanged.
-RECIPE_VERSION = 1
+# 2: static_wi8_ai8's activation ranges from tensor histograms (Int8Settings).
+RECIPE_VERSION = 2
 
 
 class QuantizationError(UserError):
@@ -40,10 +41,16 @@ def get_recipe(name: str) -> Recipe:
                                 f"known recipes: {', '.join(RECIPES)}") from None
 
 
-def recipe_options(name: str, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The options recorded in the manifest; a file is rebuilt when they change."""
+def recipe_options(name: str, calibration: Mapping[str, Any] | None = None,
+                   int8: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options recorded in the manifest; a file is rebuilt when they change.
+
+    ``int8``: ``Int8Settings.as_options()``, for the full-integer recipe.
+    """
     recipe = get_recipe(name)
     options: dict[str, Any] = {"recipe_version": RECIPE_VERSION, **recipe.options}
+    if name == "static_wi8_ai8" and int8:
+        options.update(int8)
     if recipe.calibrated:
         if calibration is None:
             raise ValueError(f"recipe {name} needs a calibration description")

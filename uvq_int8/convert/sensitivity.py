@@ -21,6 +21,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -33,10 +34,14 @@ _GROUP_RE = re.compile(
     r"Sequential_features/(?:[\w.]*\.)?(ConvBNAct_0|MBConv_(\d+)|SameConv_\d+)[/;]")
 # Cost model constants, fitted on a 2-core AVX-512 machine with XNNPACK (benchmarks/
 # breakdown.py times each net): milliseconds per MAC and per element written (or read by a
-# MUL/ADD/MEAN), and the ratio of full-integer to float32 time.
+# MUL/ADD/MEAN), and the ratio of full-integer to float32 time. Only that ratio decides
+# the ranking of candidates, and it depends on the instruction set (XNNPACK's int8 kernels
+# gain most from VNNI): per ISA tier (``util.isa_name``), the ratio measured there; on any
+# other machine the build times the two DistortionNet files once (``measure_int8_ratio``).
 MS_PER_GMAC = 9.0
 MS_PER_GELEMENT = 600.0
-INT8_TIME_RATIO = 0.30
+INT8_TIME_RATIOS = MappingProxyType({"avx512_vnni": 0.30})
+INT8_TIME_RATIO = INT8_TIME_RATIOS["avx512_vnni"]
 # Per frame and independent of the backend: decode at fps=1 and preprocessing (ms, same machine).
 FRAME_OVERHEAD_MS = 210.0
 _ELEMENTWISE_INPUTS = ("MUL", "ADD", "MEAN")
@@ -126,6 +131,7 @@ class CostModel:
     """Predicted milliseconds per frame of one net (reference machine, 2 threads)."""
 
     float_ms: Mapping[str, float]  # group -> ms in float32
+    int8_ratio: float = INT8_TIME_RATIO  # full-integer time / float32 time
 
     @property
     def float32_ms(self) -> float:
@@ -133,19 +139,55 @@ class CostModel:
 
     def ms(self, int8_groups: Iterable[str] = ()) -> float:
         chosen = set(int8_groups)
-        return float(sum(t * (INT8_TIME_RATIO if g in chosen else 1.0)
+        return float(sum(t * (self.int8_ratio if g in chosen else 1.0)
                          for g, t in self.float_ms.items()))
 
     def share(self, group: str) -> float:
         return self.float_ms.get(group, 0.0) / self.float32_ms
 
 
-def cost_model(ops: Sequence[OpInfo]) -> CostModel:
+def cost_model(ops: Sequence[OpInfo], int8_ratio: float = INT8_TIME_RATIO) -> CostModel:
     ms: dict[str, float] = {}
     for op in ops:
         ms[op.group] = ms.get(op.group, 0.0) + (op.macs * MS_PER_GMAC
                                                 + op.elements * MS_PER_GELEMENT) / 1e9
-    return CostModel(ms)
+    return CostModel(ms, int8_ratio)
+
+
+def measure_int8_ratio(net: str, float_model: bytes, int8_model: bytes,
+                       inputs: Sequence[np.ndarray], threads: int = 2, rounds: int = 5) -> float:
+    """Median over interleaved calls of (full-integer time / float32 time) on this machine."""
+    import time
+
+    from uvq_int8 import runtime
+
+    with tempfile.TemporaryDirectory(prefix="uvq-int8-timing-") as tmp:
+        runners = []
+        for name, data in (("float", float_model), ("int8", int8_model)):
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(data)
+            runners.append(runtime.NetRunner(net, path, threads))
+        ratios = []
+        for runner in runners:
+            runner.run(inputs[0])  # warm-up
+        for _ in range(rounds):
+            for x in inputs:
+                ms = []
+                for runner in runners:
+                    started = time.perf_counter()
+                    runner.run(x)
+                    ms.append(time.perf_counter() - started)
+                ratios.append(ms[1] / ms[0])
+    return float(np.median(ratios))
+
+
+def cost_constants(isa: str, measure: Callable[[], float]) -> dict[str, Any]:
+    """The int8 time ratio for ``isa``: the table's, else ``measure()`` on this machine."""
+    if isa in INT8_TIME_RATIOS:
+        return {"isa": isa, "int8_time_ratio": INT8_TIME_RATIOS[isa],
+                "source": "table (sensitivity.INT8_TIME_RATIOS)"}
+    return {"isa": isa, "int8_time_ratio": round(measure(), 4),
+            "source": "timed on the build machine (DistortionNet, float32 vs full int8)"}
 
 
 def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
@@ -305,12 +347,13 @@ class SensitivityTable:
 
 def sensitivity_table(net: str, float_model: bytes, qsvs: Mapping[str, Any], held_out: HeldOut,
                       groups: Sequence[str] | None = None,
-                      progress: Callable[[str], None] | None = None) -> SensitivityTable:
+                      progress: Callable[[str], None] | None = None,
+                      int8_ratio: float = INT8_TIME_RATIO) -> SensitivityTable:
     """Quantize each op group alone (the rest float) and measure it on ``held_out``."""
     if net not in BACKBONES:
         raise ValueError(f"sensitivity is defined for {BACKBONES}, not {net!r}")
     ops = graph_ops(float_model)
-    costs = cost_model(ops)
+    costs = cost_model(ops, int8_ratio)
     everything = group_names(ops)
     groups = list(groups) if groups is not None else everything
     counts = {g: sum(1 for op in ops if op.group == g) for g in everything}

@@ -273,7 +273,7 @@ class FrameSources:
         """What calibrating one net took, kept in the calibration record."""
         if self.record is None:
             self.record = {}
-        self.record.setdefault("nets", {})[net] = values
+        self.record.setdefault("nets", {}).setdefault(net, {}).update(values)
 
     def validation(self) -> list[Any]:
         if self._validation is None:

@@ -24,9 +24,11 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
 
 from uvq_int8.backends import NETS
 from uvq_int8.convert.calibration import Calibration
@@ -36,7 +38,7 @@ from uvq_int8.convert.options import (CONVERSION_ORDER, MEMORY_BOUND_BYTES, Buil
 from uvq_int8.convert.plan import plan_build, require_build_tools
 from uvq_int8.convert.sources import FrameSources
 from uvq_int8.runtime import manifest as mf
-from uvq_int8.util import atomic_write_bytes, sha256_bytes, tool_versions
+from uvq_int8.util import atomic_write_bytes, machine_info, sha256_bytes, tool_versions
 
 
 # --------------------------------------------------------------------------- planning
@@ -166,7 +168,8 @@ class _Builder:
         self.frames = FrameSources(plan, tmp)
         # Each net's ranges on the calibration frames, shared by int8-static and auto.
         self.frame_ranges = Calibration(self.frames, plan.options.threads,
-                                        reporter.status, sampler.sample)
+                                        reporter.status, sampler.sample,
+                                        statistics_model=self.statistics_model)
         self.float32_sizes: dict[str, int] = {}
         self.float_paths: dict[str, Path] = dict(plan.float_sources)
         self.auto_record: dict[str, Any] | None = None
@@ -190,6 +193,14 @@ class _Builder:
         self.conversions.append(record)
         return out
 
+    def statistics_model(self, net: str) -> bytes | None:
+        """DistortionNet's one-patch variant of its float32 file, for tensor statistics."""
+        from uvq_int8.convert.tensor_stats import one_item_variant
+
+        if net != "distortion":
+            return None
+        return one_item_variant(self.float_paths[net].read_bytes())
+
     def make_files(self, net: str, float_path: Path) -> None:
         from uvq_int8.convert import quantize
         from uvq_int8.runtime.tflite_info import read_model_info
@@ -202,16 +213,21 @@ class _Builder:
         # float32 copies first: they are ready at once; the calibrated recipe is slowest.
         jobs.sort(key=lambda j: (j.recipe != "float32", quantize.get_recipe(j.recipe).calibrated))
         calibration_result = None
+        int8 = self.plan.options.int8
         for job in jobs:
             recipe = quantize.get_recipe(job.recipe)
             try:
                 if recipe.calibrated and calibration_result is None:
-                    calibration_result = self.frame_ranges(net, job.filename,
-                                                           float_model).merged("mean")
+                    calibration_result = self.frame_ranges.activation_ranges(
+                        net, job.filename, float_model, int8)
                 self.reporter.status(job.filename, "quantizing" if recipe.quantized_dtype
                                      else "writing")
                 data = quantize.quantize_model(job.recipe, float_model,
                                                calibration_result if recipe.calibrated else None)
+                if job.recipe == "static_wi8_ai8" and int8.bias_correction != "none":
+                    data, record = self.frame_ranges.bias_correct(net, job.filename, data,
+                                                                  float_model, int8)
+                    self.frames.record_net(net, {"bias_correction": record})
                 info = read_model_info(data)
                 quantize.check_quantized(job.recipe, info)
                 inputs, outputs = _io_ports(net, info)
@@ -264,7 +280,9 @@ def _make_auto(builder: _Builder) -> None:
     (``builder``: the build in progress)."""
     from uvq_int8.convert import auto, quantize
     from uvq_int8.convert import sensitivity as S
+    from uvq_int8.runtime import frames as F
     from uvq_int8.runtime.tflite_info import read_model_info
+    from uvq_int8.util import machine_info
 
     options = builder.plan.options
     jobs = {j.net: j for j in builder.plan.auto_jobs}
@@ -277,14 +295,26 @@ def _make_auto(builder: _Builder) -> None:
     say("making validation frames")
     frames = builder.frames.validation()
     float_models = {net: builder.float_paths[net].read_bytes() for net in S.BACKBONES}
-    ranges = {net: builder.frame_ranges(net, jobs[net].filename, float_models[net])
+    ranges = {net: builder.frame_ranges.net_ranges(net, jobs[net].filename, float_models[net],
+                                                   options.int8)
               for net in S.BACKBONES}
     say(f"measuring the float32 reference on {len(frames)} validation frames")
     held = S.HeldOut(builder.float_paths, frames, options.threads)
+
+    def time_int8() -> float:
+        say("timing full int8 against float32 on this CPU (no cost constants for its ISA)")
+        choice = auto.NetChoice("static_wi8_ai8", ranges["distortion"].merges[0])
+        int8 = auto.make_model(choice, float_models["distortion"], ranges["distortion"])
+        patches = [F.net_inputs(f)[1] for f in frames[:2]]
+        return S.measure_int8_ratio("distortion", float_models["distortion"], int8, patches,
+                                    options.threads)
+
+    cost = S.cost_constants(machine_info()["isa"], time_int8)
     try:
         result = auto.search(float_models, ranges, held, float(options.max_logit_delta),
-                             mixed=options.auto_mixed, sensitivity=options.sensitivity,
-                             progress=say)
+                             merges=ranges["distortion"].merges, mixed=options.auto_mixed,
+                             sensitivity=options.sensitivity, progress=say,
+                             alternatives=options.confirmation_looks - 1, cost=cost)
     except quantize.QuantizationError as exc:
         for job in jobs.values():
             builder._finish(FileResult(job.backend, job.net, job.filename, job.recipe,
@@ -298,7 +328,7 @@ def _make_auto(builder: _Builder) -> None:
         made = {}
         failure = str(exc)
     if made:
-        _confirm(builder, result, made, float_models, say)
+        _confirm(builder, result, made, float_models, ranges, say)
     for net, job in jobs.items():
         choice = result.choices[net]
         try:
@@ -317,27 +347,62 @@ def _make_auto(builder: _Builder) -> None:
         options_with_choice = {**job.options, "choice": result.recipe_options(net)}
         builder._write(job, data, info, inputs, outputs, options_with_choice)
 
+@dataclass
+class _Look:
+    """One configuration the confirmation may look at, and its files once made."""
+
+    content: Any       # auto.NetChoice
+    distortion: Any
+    measurement: Any   # on the search frames
+    modelled_ms: float
+    files: dict[str, bytes] | None = None
+
+
 def _confirm(builder: _Builder, result, made: dict[str, bytes], float_models: Mapping[str, bytes],
-             say: Callable[[str], None]) -> None:
-    """Confirm the searched choice once on the confirmation frames (runtime/promise.py);
-    on a miss, fall back to float32 and replace ``made`` with the float32 bytes."""
+             ranges: Mapping[str, Any], say: Callable[[str], None]) -> None:
+    """Confirm the searched choice on the confirmation frames, and on a miss the next
+    alternatives, up to ``--confirmation-looks`` in all (runtime/promise.py); leaves in
+    ``made`` the files of the choice that holds, or float32 when none does."""
+    from uvq_int8.convert import auto
+    from uvq_int8.convert import sensitivity as S
     from uvq_int8.runtime import promise
 
     options = builder.plan.options
     say("making the confirmation frames")
     frames, images, content = builder.frames.confirmation()
-    say(f"confirming {result.content.label} / {result.distortion.label} on "
-        f"{len(frames)} frames")
-    models = {net: (None if result.choices[net].recipe == "float32" else made[net])
-              for net in made}
-    deltas = promise.confirmation_deltas(builder.float_paths, frames, models, options.threads)
-    found = promise.confirm(deltas, float(options.max_logit_delta), images, content,
-                            options.promise_fraction)
+    held = S.HeldOut(builder.float_paths, frames, options.threads)  # float32 measured once
+    looks = [_Look(result.content, result.distortion, result.measurement,
+                   result.modelled_ms["chosen"], dict(made))]
+    looks += [_Look(*alternative) for alternative in result.alternatives]
+
+    def deltas_of(look: _Look) -> np.ndarray:
+        choices = {"content": look.content, "distortion": look.distortion}
+        if look.files is None:
+            look.files = {net: auto.make_model(c, float_models[net], ranges[net])
+                          for net, c in choices.items()}
+        say(f"confirming {look.content.label} / {look.distortion.label} on {len(frames)} frames")
+        models = {net: None if c.recipe == "float32" else look.files[net]
+                  for net, c in choices.items()}
+        return held.logit_deltas(held.features("content", models["content"]),
+                                 held.features("distortion", models["distortion"]))
+
+    # Fewer frames than the looks need (short --validation-videos): fewer looks.
+    allowed = max(1, promise.supported_looks(len(frames), options.promise_fraction,
+                                             options.confirmation_looks))
+    chosen, found, rejected = promise.confirm_first(
+        looks, deltas_of, float(options.max_logit_delta), images, content,
+        options.promise_fraction, allowed)
     result.content_basis = dict(builder.frames.content_basis)
-    if found.holds:
+    for _look, failed in rejected:
+        result.reject(failed)
+    if chosen is not None:
+        if chosen is not looks[0]:
+            result.take(chosen.content, chosen.distortion, chosen.measurement,
+                        chosen.modelled_ms)
+        made.update(chosen.files)
         result.promise = found
     else:
-        result.fall_back_to_float32(found)
+        result.fall_back_to_float32(rejected[-1][1])
         made.update({net: bytes(float_models[net]) for net in made})
     builder.auto_record = result.as_dict()
 
@@ -392,6 +457,9 @@ def build(options: BuildOptions, reporter: Reporter | None = None,
         record = {
             "build_id": builder.build_id, "started_at": started_at, "finished_at": mf.utc_now(),
             "seconds": round(summary.seconds, 2), "tools": tool_versions(),
+            # The CPU and its int8-relevant features: speed claims and auto's cost model
+            # are per instruction set.
+            "machine": {k: v for k, v in machine_info().items() if k != "packages"},
             "checkpoints": plan.checkpoints, "calibration": builder.calibration_record,
             "peak_rss_bytes": peak, "conversions": builder.conversions,
             "backends": plan.backends,

@@ -257,3 +257,51 @@ def layer_report(float_model: bytes, model: bytes, frames: Iterable[Sequence[np.
         rows.append(LayerRow(out.op_index, out.op, group_of(out.name), out.name,
                              snr[out.name], sums[out.name].cosine, drop))
     return rows
+
+
+def one_item_variant(model: bytes) -> bytes:
+    """The net for one batch item: DistortionNet's nine patches -> one patch.
+
+    The graph up to the last op that keeps the batch axis (DistortionNet's max-pool: the
+    patch tiling that follows slices the batch apart) is kept op for op, with the batch
+    dimension of every tensor set to 1 and that op's output as the only output. Tensor
+    names stay the same, so statistics gathered on it apply to the full net's tensors,
+    at a ninth of the memory.
+    """
+    import flatbuffers
+
+    from uvq_int8.runtime.tflite_info import _op_names, _schema
+
+    schema = _schema()
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    sg = m.subgraphs[0]
+    batch = int(sg.tensors[sg.inputs[0]].shape[0])
+    names = _op_names()
+
+    def kind(op) -> str:
+        code = m.operatorCodes[op.opcodeIndex]
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+
+    last = None
+    for i, op in enumerate(sg.operators):
+        if kind(op) in ("SLICE", "STRIDED_SLICE", "CONCATENATION", "RESHAPE", "GATHER"):
+            break
+        if any(sg.tensors[t].shape is not None and len(sg.tensors[t].shape)
+               and int(sg.tensors[t].shape[0]) != batch for t in op.outputs):
+            break
+        last = i
+    if last is None:
+        raise ValueError("no op keeps the batch axis")
+    sg.operators = sg.operators[:last + 1]
+    sg.outputs = list(sg.operators[-1].outputs)
+    used = {t for op in sg.operators for t in list(op.inputs) + list(op.outputs) if t >= 0}
+    for t, tensor in enumerate(sg.tensors):
+        if t in used and m.buffers[tensor.buffer].data is None and tensor.shape is not None \
+                and len(tensor.shape) and int(tensor.shape[0]) == batch:
+            tensor.shape = [1, *list(tensor.shape)[1:]]
+            if tensor.shapeSignature is not None and len(tensor.shapeSignature):
+                tensor.shapeSignature = [1, *list(tensor.shapeSignature)[1:]]
+    m.signatureDefs = None  # the signature named the old outputs
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
