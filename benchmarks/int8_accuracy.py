@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bias", default="none,depthwise,all")
     p.add_argument("--calibration-frames", type=int, default=16)
     p.add_argument("--holdout-frames", type=int, default=24)
+    p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
+                   help="the natural split to measure on: the promise holdout (default), or "
+                        "the auto search split (to choose a method without the holdout)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--built", nargs="+", metavar="BACKEND",
                    help="instead: measure these built backends of --models (e.g. int8-static) "
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
-    hold = natural.make_set("holdout", args.holdout_frames)
+    hold = natural.make_set(args.eval_split, args.holdout_frames)
     if args.built:
         rows = [{**built_agreement(args.models, b, hold.frames, args.threads),
                  **speed(args.models, b, args.against, hold.frames[:4], args.threads)}
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2))
         return 0
     cal = natural.make_set("calibration", args.calibration_frames)
-    print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), holdout "
+    print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), {args.eval_split} "
           f"{len(hold.frames)} frames from {hold.images} ({hold.sha256[:12]})", file=sys.stderr)
     rows = []
     for net in args.nets.split(","):
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"models": str(args.models), "calibration_sha256": cal.sha256,
+              "eval_split": args.eval_split,
               "holdout_sha256": hold.sha256, "holdout_images": hold.images,
               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "machine": machine_info(), "python": platform.python_version(), "rows": rows}

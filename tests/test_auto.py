@@ -280,3 +280,23 @@ def test_the_isa_tier_follows_the_int8_features():
     assert isa_name(["avx2", "avx512f"]) == "avx2"  # no bw/vl: XNNPACK's AVX-512 int8 path is off
     assert isa_name(["asimd", "asimddp"]) == "arm_dotprod"
     assert isa_name([]) == "generic"
+
+
+def test_each_rejected_look_is_recorded_with_its_own_choice():
+    from uvq_int8.runtime import promise as P
+
+    m = S.Measurement(0.05, 0.01, {"content": 0.0, "distortion": 0.1})
+    result = auto.AutoResult(0.1, 12, auto.NetChoice("float32"),
+                             auto.NetChoice("static_wi8_ai8", "mean"), m,
+                             {"chosen": 300.0, "float32": 700.0}, [], [])
+    first = P.confirm([0.3] * 60, 0.1, 5, "natural", looks=3, look=1)
+    second = P.confirm([0.2] * 60, 0.1, 5, "natural", looks=3, look=2)
+    result.reject(first)
+    mixed = auto.NetChoice("static_wi8_ai8", "mean", ("block1",))
+    result.reject(second, auto.NetChoice("float32"), mixed, m)
+    looks = result.as_dict()["rejected_looks"]
+    assert [r["labels"]["distortion"] for r in looks] == ["int8(mean)", "int8(mean; float: block1)"]
+    assert [r["confirmation"]["look"] for r in looks] == [1, 2]
+    assert result.as_dict()["rejected"] == looks[0]
+    result.take(auto.NetChoice("fp16_weights"), auto.NetChoice("float32"), m, 650.0)
+    assert result.content.recipe == "fp16_weights" and result.modelled_ms["chosen"] == 650.0

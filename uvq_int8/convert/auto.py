@@ -157,12 +157,17 @@ class AutoResult:
     # The cost model's int8 time ratio, and the instruction set it is for.
     cost: dict[str, Any] = field(default_factory=dict)
 
-    def reject(self, failed: Any) -> None:
-        """The current choice missed on the confirmation frames: keep it in the record."""
+    def reject(self, failed: Any, content: NetChoice | None = None,
+               distortion: NetChoice | None = None,
+               measurement: S.Measurement | None = None) -> None:
+        """A confirmed choice (default: the current one) missed: keep it in the record."""
+        choices = ({"content": content, "distortion": distortion} if content is not None
+                   else self.choices)
+        measured = measurement if measurement is not None else self.measurement
         self.rejected_looks.append({
-            "labels": {net: c.label for net, c in self.choices.items()},
-            "choices": {net: c.as_dict() for net, c in self.choices.items()},
-            "search_logit_delta_max": self.measurement.logit_delta_max,
+            "labels": {net: c.label for net, c in choices.items()},
+            "choices": {net: c.as_dict() for net, c in choices.items()},
+            "search_logit_delta_max": measured.logit_delta_max,
             "confirmation": failed.as_dict()})
         self.rejected = self.rejected_looks[0]
 

@@ -393,8 +393,8 @@ def _confirm(builder: _Builder, result, made: dict[str, bytes], float_models: Ma
         looks, deltas_of, float(options.max_logit_delta), images, content,
         options.promise_fraction, allowed)
     result.content_basis = dict(builder.frames.content_basis)
-    for _look, failed in rejected:
-        result.reject(failed)
+    for look, failed in rejected:
+        result.reject(failed, look.content, look.distortion, look.measurement)
     if chosen is not None:
         if chosen is not looks[0]:
             result.take(chosen.content, chosen.distortion, chosen.measurement,
