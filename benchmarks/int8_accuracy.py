@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nets", default="content,distortion")
     p.add_argument("--methods", default="minmax,p99.99,mse")
     p.add_argument("--bias", default="none,depthwise,all")
+    p.add_argument("--weights", default="minmax",
+                   help="the convolutions' weight ranges, a comma list of "
+                        f"{', '.join(sensitivity.WEIGHT_ALGORITHMS)} (each with every method)")
     p.add_argument("--calibration-frames", type=int, default=16)
     p.add_argument("--holdout-frames", type=int, default=24)
     p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
@@ -185,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       if net == "distortion" else None))
         print(f"{net}: statistics in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         float_means = None
-        for method in args.methods.split(","):
-            model = sensitivity.quantize_static(float_model, ranges_for(method, stats))
+        for method, weights in [(m, w) for m in args.methods.split(",")
+                                for w in args.weights.split(",")]:
+            model = sensitivity.quantize_static(float_model, ranges_for(method, stats),
+                                                weight_algorithm=weights)
             for bias in args.bias.split(","):
                 started = time.perf_counter()
                 record = None
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                     record = rec.as_dict()
                 snr, cosine = output_agreement(net, float_model, corrected, hold.frames,
                                                args.threads)
-                row = {"net": net, "method": method, "bias": bias, "snr_db": snr,
+                row = {"net": net, "method": method, "weights": weights, "bias": bias,
+                       "snr_db": snr,
                        "cosine": cosine, "bias_seconds": round(time.perf_counter() - started, 1),
                        "bias_record": record}
                 rows.append(row)

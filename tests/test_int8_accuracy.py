@@ -248,3 +248,22 @@ def test_the_one_patch_variant_gives_each_patch_of_the_full_net_bit_for_bit(buil
         got = one.get_tensor(one.get_output_details()[0]["index"])[0]
         r, c = divmod(k, 3)
         assert np.array_equal(got, grid[8 * r:8 * r + 8, 8 * c:8 * c + 8])
+
+
+def test_weight_range_algorithms_change_only_how_conv_weights_are_set(content_files,
+                                                                     calibration_inputs):
+    from uvq_int8.convert import calibration as C
+    from uvq_int8.convert import sensitivity as S
+    from uvq_int8.runtime.tflite_info import read_model_info
+
+    float_model = content_files[0]
+    ranges = C.calibrate_per_frame(float_model, ({"args_0": x[0]} for x in calibration_inputs()))
+    qsvs = ranges.merged("mean")
+    plain = S.quantize_static(float_model, qsvs)
+    octav = S.quantize_static(float_model, qsvs, weight_algorithm="OCTAV")
+    assert plain != octav
+    a, b = read_model_info(plain), read_model_info(octav)
+    assert a.ops_by_name == b.ops_by_name and a.conv_weights_by_dtype == b.conv_weights_by_dtype
+    assert _delegate_nodes(octav) == 1
+    with pytest.raises(ValueError, match="unknown weight algorithm"):
+        S.quantize_static(float_model, qsvs, weight_algorithm="GPTQ")

@@ -190,18 +190,38 @@ def cost_constants(isa: str, measure: Callable[[], float]) -> dict[str, Any]:
             "source": "timed on the build machine (DistortionNet, float32 vs full int8)"}
 
 
+# Weight-range algorithms ai-edge-quantizer offers for the convolutions (activations keep
+# their min/max calibration): "MSE" registers only weight-bearing ops, "OCTAV" also ADD,
+# MUL and LOGISTIC, so both are set per op kind rather than as the recipe's default key.
+WEIGHT_ALGORITHMS = ("minmax", "MSE", "OCTAV")
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
 def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
-                    float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None) -> bytes:
-    """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float."""
+                    float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None,
+                    weight_algorithm: str = "minmax") -> bytes:
+    """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float,
+    and the convolutions' weight ranges from ``weight_algorithm``."""
+    import copy
+
     from uvq_int8.util import quiet_fd2
     from uvq_int8.convert.quantize import QuantizationError, _quantizer_modules
 
+    if weight_algorithm not in WEIGHT_ALGORITHMS:
+        raise ValueError(f"unknown weight algorithm {weight_algorithm!r}; known: "
+                         f"{', '.join(WEIGHT_ALGORITHMS)}")
     float_groups = tuple(float_groups)
     _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()
     regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
+    rules = list(recipe.static_wi8_ai8())
+    if weight_algorithm != "minmax":
+        for op in _WEIGHT_OPS:
+            rule = copy.deepcopy(rules[0])
+            rule.update(operation=op, algorithm_key=getattr(algorithms, weight_algorithm).value)
+            rules.append(rule)
     try:
         with quiet_fd2():
-            q = quantizer.Quantizer(bytearray(float_model), recipe.static_wi8_ai8())
+            q = quantizer.Quantizer(bytearray(float_model), rules)
             if regex:
                 q.update_quantization_recipe(regex, qtyping.TFLOperationName.ALL_SUPPORTED,
                                              algorithm_key=algorithms.NO_QUANTIZE)
