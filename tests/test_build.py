@@ -484,6 +484,30 @@ def test_static_int8_calibrates_on_videos_without_converting_again(build_all, re
     assert entry["inputs"][0]["dtype"] == "int8"
 
 
+def test_bias_correction_is_a_build_option_recorded_in_the_manifest(build_all, reference_dir,
+                                                                   tmp_path, capsys):
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    video = reference_dir / "sample_landscape.mp4"
+    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+                 "int8-static", "--calibration-videos", str(video), "--calibration-frames", "2",
+                 "--int8-bias-correction", "depthwise", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    manifest = mf.load(out_dir)
+    for net in ("content", "distortion"):
+        entry = manifest.files[f"{net}_net_int8_static.tflite"]
+        assert entry["recipe_options"]["bias_correction"] == "depthwise"
+        record = out["calibration"]["nets"][net]["bias_correction"]
+        assert record["convolutions"] == 16 and record["ops"] == ["DEPTHWISE_CONV_2D"]
+        assert record["mean_abs_channel_error_after"] < record["mean_abs_channel_error_before"]
+    # A bad value is refused before any work, with the choices named.
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+              "int8-static", "--int8-bias-correction", "some"])
+    assert exit_.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
     """A size-limited file system (a 40 MB tmpfs); needs root, as in CI."""

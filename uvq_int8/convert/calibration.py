@@ -109,13 +109,16 @@ class Calibration:
         self.ranges: dict[str, FrameRanges] = {}
         self.statistics: dict[str, TensorStatistics] = {}
 
-    def _inputs(self, net: str, filename: str, what: str):
+    def _inputs(self, net: str, filename: str, what: str | None):
+        """The calibration frames as ``net``'s inputs, again at each call of the result;
+        ``what``: the progress text per frame (None: none)."""
         store = self.frames.calibration_store()
         total = len(store)
 
         def inputs() -> Iterable[tuple[np.ndarray]]:
             for i, frame in enumerate(store):
-                self.status(filename, f"{what} {i + 1}/{total}")
+                if what is not None:
+                    self.status(filename, f"{what} {i + 1}/{total}")
                 content, patches = F.net_inputs(frame)
                 yield (content if net == "content" else patches,)
                 self.tick()
@@ -177,13 +180,7 @@ class Calibration:
 
         ops = {"depthwise": ("DEPTHWISE_CONV_2D",), "all": B.CONV_OPS}[settings.bias_correction]
         stats = self.tensor_statistics(net, filename, float_model)
-        store = self.frames.calibration_store()
-
-        def inputs() -> Iterable[tuple[np.ndarray]]:
-            for frame in store:
-                content, patches = F.net_inputs(frame)
-                yield (content if net == "content" else patches,)
-                self.tick()
+        inputs = self._inputs(net, filename, None)  # B.correct reports its own progress
 
         def say(text: str) -> None:
             self.status(filename, text)
