@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from uvq_int8.convert import natural
 from uvq_int8.util import atomic_path, atomic_write_text, machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -41,24 +42,6 @@ IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "h
           "retina", "camera", "grass", "gravel", "brick", "coins")
 CLIP_SECONDS = 5
 MODES = ("loop", "xargs-P2", "jobs1", "jobs2", "ray2")
-
-
-def _image(name: str):
-    import numpy as np
-    from skimage import color, data
-
-    img = getattr(data, name)()
-    if img.ndim == 2:
-        img = color.gray2rgb(img)
-    img = img[..., :3]
-    if img.dtype != np.uint8:
-        img = (255 * (img - img.min()) / max(1e-9, float(img.max() - img.min()))).astype(np.uint8)
-    return img
-
-
-def _write_ppm(path: Path, img) -> None:
-    h, w, _ = img.shape
-    path.write_bytes(f"P6 {w} {h} 255\n".encode() + img.tobytes())
 
 
 def make_clips(root: Path, count: int = 12) -> list[Path]:
@@ -71,7 +54,7 @@ def make_clips(root: Path, count: int = 12) -> list[Path]:
         if out.is_file():
             continue
         still = root / f".{name}.ppm"
-        _write_ppm(still, _image(name))
+        natural.write_ppm(still, natural.load_photo(name))
         frames = CLIP_SECONDS * 30
         # Scale the photograph up past 1080p, then pan and zoom slowly across it.
         zoom = f"zoompan=z='1.15+0.25*on/{frames}':x='(iw-iw/zoom)*on/{frames}':" \

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvq_int8.util import atomic_path, atomic_write_text
+from uvq_int8.util import atomic_path, atomic_write_text, machine_info
 
 CLIPS = {
     "h264_8M": ["-c:v", "libx264", "-preset", "medium", "-b:v", "8M", "-maxrate", "12M",
@@ -146,11 +146,12 @@ def _cpu() -> float:
 
 def decode_cpu(clip: Path, decoder: str) -> dict:
     """CPU seconds to produce the scored frames (fps=1) with one decoder thread."""
-    from uvq_int8.runtime import pyav_decoder, video
+    from uvq_int8.runtime import decode
+    from uvq_int8.runtime.decode import probe as probing
 
-    stats = pyav_decoder.PacketStats()
+    stats = probing.DecodeStats()
     before = _cpu()
-    count = sum(1 for _ in video.uvq_frames(str(clip), fps=1, decode_threads=1, stats=stats,
+    count = sum(1 for _ in decode.uvq_frames(str(clip), fps=1, decode_threads=1, stats=stats,
                                             decoder=decoder))
     cpu = _cpu() - before
     return {"cpu_s": cpu, "frames": count, "per_frame_ms": 1000 * cpu / count,
@@ -238,16 +239,17 @@ def main() -> int:
     if args.model_dir is None:
         parser.error("--model-dir is required (unless --report)")
     from uvq_int8 import runtime
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime.decode import verified
+    from uvq_int8.runtime.decode import probe as probing
 
     backends = tuple(args.backends.split(","))
     decoders = ("ffmpeg", "pyav")
     models = {b: runtime.load_models(b, args.model_dir, args.threads) for b in backends}
     results: dict = {"cores": len(os.sched_getaffinity(0)), "threads": args.threads,
-                     "ffmpeg": video.ffmpeg_version(), "rounds": args.rounds, "clips": {}}
+                     "ffmpeg": verified.ffmpeg_version(), "rounds": args.rounds, "clips": {}}
     clips = make_clips(args.clips, args.only.split(","))
     for name, clip in clips.items():
-        info = video.probe(str(clip))
+        info = probing.probe(str(clip))
         res: dict = {"path": str(clip), "mbit_s": os.path.getsize(clip) * 8 / info.duration / 1e6}
         res["full_decode_cpu_s"] = full_decode_cpu(clip)
         res["decode"] = {d: decode_cpu(clip, d) for d in decoders}
@@ -280,7 +282,8 @@ def main() -> int:
                                          args.model_dir, args.threads)
         report_length(results["length"])
     if args.json:
-        atomic_write_text(args.json, json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps({"machine": machine_info(), **results},
+                                                indent=2))
     return 0
 
 

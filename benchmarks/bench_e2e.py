@@ -25,21 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+import common  # this folder is on sys.path when a benchmark runs as a script
 from uvq_int8.convert import CHECKPOINT_NAMES
-from uvq_int8.util import atomic_path, machine_info
+from uvq_int8.util import machine_info
 
 HERE = Path(__file__).resolve().parent
-
-
-def make_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) -> Path:
-    if path.is_file():
-        return path
-    with atomic_path(path, suffix=".mp4") as tmp:
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-                        "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
-                        "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
-    return path
 
 
 def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: int) -> dict:
@@ -47,15 +37,16 @@ def upstream_style_reference(clip: Path, checkpoints: dict[str, Path], threads: 
     import torch
 
     from uvq_int8.convert import nets
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime.decode import probe as probing
+    from uvq_int8.runtime.decode import verified
 
     torch.set_num_threads(threads)
-    info = video.probe(str(clip))
+    info = probing.probe(str(clip))
     length = math.ceil(info.duration)
     started = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".rgb") as tmp:
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-vf",
-                        "scale=w=1920:h=1080:flags=bicubic,format=rgb24", "-r", "1", "-f",
+                        verified.upstream_filter(False), "-r", "1", "-f",
                         "rawvideo", "-pix_fmt", "rgb24", "-y", tmp.name], check=True)
         raw = bytearray(Path(tmp.name).read_bytes())
     frame_bytes = 1080 * 1920 * 3
@@ -132,7 +123,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
-    clip = make_clip(args.clips / f"testsrc2_1080p30_{args.seconds}s.mp4", args.seconds)
+    clip = common.make_test_clip(args.clips / f"testsrc2_1080p30_{args.seconds}s.mp4", args.seconds)
     results: dict = {"machine": machine_info(),
                      "clip": str(clip), "threads": args.threads, "backends": {}}
     if args.checkpoints:
@@ -192,8 +183,8 @@ def main() -> int:
                   f"({float(np.median(cost)):+.1%})")
 
     if args.memory:
-        short = make_clip(args.clips / "testsrc2_1080p30_10s.mp4", 10)
-        long = make_clip(args.clips / "testsrc2_1080p30_60s.mp4", 60)
+        short = common.make_test_clip(args.clips / "testsrc2_1080p30_10s.mp4", 10)
+        long = common.make_test_clip(args.clips / "testsrc2_1080p30_60s.mp4", 60)
         mem = {"10s": peak_rss(short, "float32", args.model_dir, args.threads),
                "60s": peak_rss(long, "float32", args.model_dir, args.threads)}
         results["peak_rss_mb"] = mem

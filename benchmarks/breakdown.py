@@ -7,7 +7,7 @@ Run by hand (not a test; shared machines are noisy):
 It makes (or reuses) bench_e2e's 20 s 1080p30 clip and prints, per backend, the median
 invoke time of ContentNet and DistortionNet at 1 and 2 interpreter threads and the
 preprocessing of one frame; then the decoding cost per scored frame (wall and ffmpeg CPU,
-through ``uvq_int8.runtime.video.uvq_frames``) and ffmpeg's decode-only CPU for the whole clip with
+through ``uvq_int8.runtime.decode.uvq_frames``) and ffmpeg's decode-only CPU for the whole clip with
 and without ``-skip_frame noref``. These are the figures behind docs/benchmarks.md's
 "where an int8 frame's time goes".
 """
@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import bench_e2e  # noqa: E402  (make_clip: the same clip as the end-to-end benchmark)
+import common  # the same clip as the end-to-end benchmark (this folder is on sys.path)
 
 
 def median_ms(fn, runs: int) -> float:
@@ -55,11 +52,11 @@ def nets(backend: str, model_dir: Path, frame: np.ndarray, runs: int) -> dict:
 
 
 def decoding(clip: Path) -> dict:
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime import decode
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    n = sum(1 for _ in video.uvq_frames(clip, fps=1, decode_threads=1))
+    n = sum(1 for _ in decode.uvq_frames(clip, fps=1, decode_threads=1))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -84,10 +81,14 @@ def main() -> int:
                         help="where the 20 s clip is made or reused")
     args = parser.parse_args()
 
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime import decode
 
-    clip = bench_e2e.make_clip(args.clips / "testsrc2_1080p30_20s.mp4", 20)
-    frame = next(video.uvq_frames(clip, fps=1))
+    clip = common.make_test_clip(args.clips / "testsrc2_1080p30_20s.mp4", 20)
+    frame = next(decode.uvq_frames(clip, fps=1))
+    from uvq_int8.util import machine_info
+
+    m = machine_info()
+    print(f"machine: {m['cpu']}, {m['cores']} cores, isa {m['isa']}\n")
     print("| backend | content 1t / 2t ms | distortion 1t / 2t ms | preprocessing ms |")
     print("|---|---|---|---|")
     for backend in args.backends.split(","):

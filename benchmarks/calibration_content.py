@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import common
 from uvq_int8.backends import NETS
 from uvq_int8 import convert, runtime
-from uvq_int8.util import atomic_write_text
+from uvq_int8.util import atomic_write_text, machine_info
 from uvq_int8.convert import natural
 from uvq_int8.runtime import manifest as mf
 
@@ -56,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         out = sets[content] = args.work / content
         if (out / "distortion_net_int8_static.tflite").is_file():
             continue
-        out.mkdir(parents=True, exist_ok=True)
-        for net in NETS:
-            name = f"{net}_net.tflite"
-            shutil.copy(args.models / name, out / name)
-            mf.update(out, {name: entries[name]})
+        common.seed_models(args.models, out)
         convert.build(convert.BuildOptions(
             checkpoints=checkpoints, out_dir=out, backends="int8-static",
             calibration_frames=args.frames, threads=args.threads,
@@ -76,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"row": f"{name} calibration, {split}",
                               **rows[f"{name} calibration, {split}"]}), flush=True)
     if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        atomic_write_text(args.json, json.dumps({"machine": machine_info(), "rows": rows},
+                                                indent=2))
     return 0
 
 

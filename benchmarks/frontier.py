@@ -25,7 +25,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,14 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+import bench_e2e  # run_backend: the same timing as bench_e2e (this folder is on sys.path)
+import common
+from uvq_int8.backends import RECIPES
+from uvq_int8.util import machine_info
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import bench_e2e  # noqa: E402  (make_clip, run_backend: the same timing as bench_e2e)
-
-from uvq_int8.backends import NETS, RECIPES  # noqa: E402
-from uvq_int8.util import machine_info, sha256_file  # noqa: E402
-
-FLOAT32_FILES = tuple(f"{net}_net.tflite" for net in NETS)
 BASE_CONFIGS = ("float32", "fp16", "int8-weight-only", "int8", "int4", "int8-static",
                 "content=int8-static,distortion=float32,aggregation=float32",
                 "content=float32,distortion=int8-static,aggregation=float32")
@@ -98,28 +95,6 @@ def build(checkpoints: Path, out: Path, extra: list[str]) -> float:
         raise SystemExit(f"build failed ({done.returncode}): {' '.join(cmd)}\n"
                          f"{done.stderr.strip() or done.stdout.strip()}")
     return time.perf_counter() - started
-
-
-def seed_auto_dir(models: Path, auto_dir: Path) -> None:
-    """Give an auto directory the float32 files (and their manifest entries) of ``models``.
-
-    The auto search measures against float32 and the auto backend runs its head from
-    aggregation_net.tflite; with up-to-date entries the build converts nothing again.
-    """
-    from uvq_int8.runtime import manifest as mf
-
-    auto_dir.mkdir(parents=True, exist_ok=True)
-    source = mf.load(models).files
-    entries = {}
-    for name in FLOAT32_FILES:
-        if name not in source:
-            raise SystemExit(f"{models / name} is not in {models}'s manifest; build it first")
-        target = auto_dir / name
-        # Copy only when different, so a reused auto build stays up to date.
-        if not target.is_file() or sha256_file(target) != source[name]["sha256"]:
-            shutil.copy2(models / name, target)
-        entries[name] = source[name]
-    mf.update(auto_dir, entries)
 
 
 def auto_config(auto_dir: Path, budget: float) -> Config:
@@ -199,13 +174,13 @@ def model_size(config: Config) -> int:
 
 def accuracy_frames(reference: Path) -> tuple[list[np.ndarray], list[str]]:
     """The golden frames plus the 1-fps frames of both sample videos, decoded once."""
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime import decode
 
     frames = list(np.load(reference / "golden_frames.npz")["frames_uint8"])
     names = [f"golden_frames[{i}]" for i in range(len(frames))]
     for name in ("sample_landscape.mp4", "sample_portrait.mp4"):
         path = reference / name
-        decoded = list(video.uvq_frames(str(path), fps=1))
+        decoded = list(decode.uvq_frames(str(path), fps=1))
         frames += decoded
         names += [f"{name}@{i}s" for i in range(len(decoded))]
     return frames, names
@@ -302,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [base_config(spec, models) for spec in BASE_CONFIGS]
     for budget in budgets:
         auto_dir = work / f"auto-{budget:g}"
-        seed_auto_dir(models, auto_dir)
+        common.seed_models(models, auto_dir)
         build_seconds[f"auto-{budget:g}"] = build(
             args.checkpoints, auto_dir,
             ["--backend", "auto", "--max-logit-delta", f"{budget:g}",
@@ -321,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         c.logit_delta_max, c.logit_delta_mean = float(delta.max()), float(delta.mean())
         say(f"{c.name}: logit Δ max {c.logit_delta_max:.4f} (mean {c.logit_delta_mean:.4f})")
 
-    clip = bench_e2e.make_clip(work / "clips" / f"testsrc2_1080p30_{args.seconds}s.mp4",
+    clip = common.make_test_clip(work / "clips" / f"testsrc2_1080p30_{args.seconds}s.mp4",
                                args.seconds)
     clip_frames = 0
     for r in range(args.rounds):

@@ -19,30 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import common
 from uvq_int8.backends import NETS
 from uvq_int8 import convert, runtime
-from uvq_int8.util import atomic_write_text
+from uvq_int8.util import atomic_write_text, machine_info
 from uvq_int8.convert import natural
 from uvq_int8.runtime import manifest as mf
 
-
-
-def seed(models: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    manifest = mf.load(models)
-    entries = {}
-    for net in NETS:
-        name = f"{net}_net.tflite"
-        shutil.copy(models / name, dest / name)
-        entries[name] = manifest.files[name]
-    mf.update(dest, entries)
 
 
 def per_frame_ms(models: runtime.Models, frames: list[np.ndarray]) -> list[float]:
@@ -77,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for budget in [float(b) for b in args.budgets.split(",")]:
         out = args.work / f"auto-{budget:g}"
         if not (out / "content_net_auto.tflite").is_file():
-            seed(args.checkpoints_from, out)
+            common.seed_models(args.checkpoints_from, out)
             started = time.perf_counter()
             # The sensitivity tables only when the mixed search needs them (same choice).
             summary = convert.build(convert.BuildOptions(checkpoints=checkpoints, out_dir=out,
@@ -114,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:  # after every budget: a long run that stops keeps what it measured
-            atomic_write_text(args.json, json.dumps({"holdout_sha256": held.sha256,
+            atomic_write_text(args.json, json.dumps({"machine": machine_info(),
+                                                     "holdout_sha256": held.sha256,
                                                      "rows": rows}, indent=2))
     return 0
 

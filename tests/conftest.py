@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,12 @@ def assert_golden(got, want, what: str = "values") -> None:
 def golden_close():
     """``golden_close(got, want, what)``: asserts agreement within ``golden_limit``."""
     return assert_golden
+
+
+@pytest.fixture(scope="session")
+def golden_limit_of():
+    """``golden_limit_of(want)``: the limit ``golden_close`` holds ``want`` to."""
+    return golden_limit
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +137,31 @@ def build_all(reference_dir, tmp_path_factory):
 def built_models(build_all) -> Path:
     """The directory holding every backend's files and manifest.json."""
     return build_all.path
+
+
+def _make_plugin(root: Path, good: bool = True, broken: bool = True) -> Path:
+    """A minimal installed distribution registering backends via uvq.backends."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "uvq_extra_backend.py").write_text(textwrap.dedent("""
+        from uvq_int8.backends import Backend
+        EXTRA = Backend("extra", "Test plugin: float32 files under another name.",
+                        {"content": "float32", "distortion": "float32",
+                         "aggregation": "float32"}, "_extra")
+    """))
+    dist = root / "uvq_extra_backend-0.1.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: uvq-extra-backend\nVersion: 0.1\n")
+    lines = ["[uvq.backends]"]
+    if good:
+        lines.append("extra = uvq_extra_backend:EXTRA")
+    if broken:
+        lines.append("broken = uvq_no_such_module:THING")
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def make_plugin():
+    """``make_plugin(root, good=True, broken=True)``: a minimal installed distribution that
+    registers backends through the ``uvq.backends`` entry points; returns its folder."""
+    return _make_plugin

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -71,27 +70,6 @@ def test_bad_backend_specs_say_what_is_wrong(spec, needle):
         assert "float32, fp16, int8" in str(err.value)
 
 
-def make_plugin(root: Path, good: bool = True, broken: bool = True) -> Path:
-    """A minimal installed distribution registering backends via uvq.backends."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "uvq_extra_backend.py").write_text(textwrap.dedent("""
-        from uvq_int8.backends import Backend
-        EXTRA = Backend("extra", "Test plugin: float32 files under another name.",
-                        {"content": "float32", "distortion": "float32",
-                         "aggregation": "float32"}, "_extra")
-    """))
-    dist = root / "uvq_extra_backend-0.1.dist-info"
-    dist.mkdir(exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: uvq-extra-backend\nVersion: 0.1\n")
-    lines = ["[uvq.backends]"]
-    if good:
-        lines.append("extra = uvq_extra_backend:EXTRA")
-    if broken:
-        lines.append("broken = uvq_no_such_module:THING")
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def _cli(args, env_path: Path, **kw):
     import os
 
@@ -100,7 +78,7 @@ def _cli(args, env_path: Path, **kw):
                           capture_output=True, text=True, env=env, **kw)
 
 
-def test_third_party_backend_is_listed_and_a_broken_one_only_warns(tmp_path):
+def test_third_party_backend_is_listed_and_a_broken_one_only_warns(tmp_path, make_plugin):
     plugin = make_plugin(tmp_path / "site")
     result = _cli(["backends", "--json", "--model-dir", str(tmp_path)], plugin)
     assert result.returncode == 0, result.stderr
@@ -112,7 +90,7 @@ def test_third_party_backend_is_listed_and_a_broken_one_only_warns(tmp_path):
     assert extra["files"]["content"].endswith("content_net_extra.tflite")
 
 
-def test_broken_plugin_warning_in_table_mode(tmp_path):
+def test_broken_plugin_warning_in_table_mode(tmp_path, make_plugin):
     plugin = make_plugin(tmp_path / "site", good=False)
     result = _cli(["backends", "--model-dir", str(tmp_path)], plugin)
     assert result.returncode == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from uvq_int8 import batch
+from uvq_int8.batch import rows as R
 
 # Everything stays on 127.0.0.1: Ray reads this when it is imported (see distributed.py).
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -77,7 +78,7 @@ def _same_rows(ray_rows: list[dict], jobs_rows: dict[str, dict]) -> None:
     assert sorted(r["path"] for r in ray_rows) == sorted(jobs_rows)
     for row in ray_rows:
         expected = jobs_rows[row["path"]]
-        for column in batch.COLUMNS:
+        for column in R.COLUMNS:
             if column != "seconds":
                 assert row[column] == expected[column], (row["path"], column)
 

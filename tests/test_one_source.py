@@ -55,3 +55,41 @@ def test_one_nets_literal():
              if isinstance(n, (ast.Tuple, ast.List))
              and [getattr(e, "value", None) for e in n.elts] == list(NETS)]
     assert found == ["uvq_int8/backends.py"]
+
+
+def _code_strings(tree: ast.AST) -> list[str]:
+    """String constants that are not docstrings (f-string parts included)."""
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_decoding_facts_are_written_once():
+    # What is verified about ffmpeg 5.1 (the version check, the containers, the pixel
+    # formats), upstream's scale chain and the bounded queue each live in one module of
+    # uvq_int8.runtime.decode; both decoders and the batch workers import them.
+    facts = {
+        "the ffmpeg 5.1 check": lambda s: "5\\.1" in s,
+        "the verified containers": lambda s: s == "matroska",
+        "the verified pixel formats": lambda s: s == "yuvj420p",
+        "upstream's scale chain": lambda s: s == ":h=" or "w=1920:h=1080" in s,
+    }
+    where = {fact: sorted(rel for rel, tree in _trees()
+                          if any(test(s) for s in _code_strings(tree)))
+             for fact, test in facts.items()}
+    assert where == {fact: ["uvq_int8/runtime/decode/verified.py"] for fact in facts}
+    queues = sorted(rel for rel, tree in _trees() if rel.startswith("uvq_int8/")
+                    and _calls(tree, "queue", "Queue"))
+    assert queues == ["uvq_int8/runtime/decode/pipe.py"]
+
+
+def test_the_decoder_table_names_the_configurable_decoders():
+    from uvq_int8 import config
+    from uvq_int8.runtime import decode
+
+    assert tuple(decode.DECODERS) == config.DECODERS

@@ -55,3 +55,27 @@ def test_no_source_folder_is_named_like_build_output():
     bad = [str(p.relative_to(repo)) for top in ("uvq_int8", "tests", "benchmarks")
            for p in (repo / top).rglob("*") if p.is_dir() and p.name in GENERATED_NAMES]
     assert bad == []
+
+
+def test_every_benchmark_names_the_machine_it_measured_on():
+    # Speed-ups depend on the instruction set (docs/benchmarks.md): a benchmark that writes
+    # JSON or a table without machine_info() (cpu, cpu_features, isa) cannot be compared.
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(p for p in bench.glob("*.py") if p.name != "common.py")  # not a benchmark
+    assert len(scripts) >= 9
+    missing = [p.name for p in scripts if "machine_info()" not in p.read_text()]
+    assert missing == []
+
+
+def test_benchmarks_and_tests_do_not_edit_sys_path():
+    # A benchmark runs as a script, so Python puts benchmarks/ on sys.path itself (they
+    # share benchmarks/common.py); the tests run in importlib mode.
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [*(repo / "benchmarks").glob("*.py"), *(repo / "tests").rglob("*.py")]
+    needles = tuple("sys.path." + verb for verb in ("insert", "append"))
+    edits = [p.name for p in files if any(n in p.read_text() for n in needles)]
+    assert edits == []

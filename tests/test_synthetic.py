@@ -118,11 +118,11 @@ needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("
 
 @needs_ffmpeg
 def test_write_clip_makes_a_probeable_h264_clip(tmp_path):
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime.decode import probe as probing
 
     out = tmp_path / "clip dir" / "demo clip.mp4"
     assert S.write_clip(out, seconds=2, fps=12, size=(180, 320), seed=3) == out
-    info = video.probe(out)
+    info = probing.probe(out)
     assert (info.width, info.height, info.codec) == (320, 180, "h264")
     assert info.duration == pytest.approx(2.0, abs=0.05)
     assert info.nb_frames == 24 and info.orig_fps == 12

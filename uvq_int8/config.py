@@ -29,7 +29,8 @@ ENV_THREADS = "UVQ_THREADS"
 ENV_DECODER = "UVQ_DECODER"
 ENV_CONFIG = "UVQ_CONFIG"
 DEFAULT_BACKEND = "float32"
-# "pyav": uvq_int8.runtime.pyav_decoder (packet-level, same frames); "ffmpeg": the command line.
+# "pyav": uvq_int8.runtime.decode.pyav (packet-level, same frames); "ffmpeg": the command
+# line (decode.ffmpeg_cli). uvq_int8.runtime.decode.DECODERS maps these names to decoders.
 DECODERS = ("pyav", "ffmpeg")
 DEFAULT_DECODER = "pyav"
 ENV_AUDIT = "UVQ_AUDIT"

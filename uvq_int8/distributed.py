@@ -2,7 +2,7 @@
 
 ``score_dataset`` maps a dataset of paths through an actor pool: each actor is a
 ``_Scorer`` that loads the models once and scores its batches with the same worker loop as
-``uvq --jobs`` (``batch.run_worker``), so the output has the same rows, failures
+``uvq --jobs`` (``workers.run_worker``), so the output has the same rows, failures
 included. Ray schedules the actors and restarts a dead one; its unfinished batches are
 run again, so every path still ends with one row.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Iterator
 
-from uvq_int8 import batch
-from uvq_int8 import rows as _rows
+from uvq_int8.batch import rows as _rows
+from uvq_int8.batch import workers
 from uvq_int8 import config as _config
 from uvq_int8.errors import UserError
 from uvq_int8.runtime import scoring
@@ -39,7 +39,7 @@ def _ray():
 class _Scorer:
     """One Ray actor: the models loaded once, then one call per batch of paths."""
 
-    def __init__(self, spec: batch.WorkerSpec):
+    def __init__(self, spec: workers.WorkerSpec):
         from uvq_int8.runtime import load_models
 
         self.spec = spec
@@ -48,20 +48,20 @@ class _Scorer:
     def __call__(self, paths_batch: dict[str, Any]):
         paths = iter([str(p) for p in paths_batch["path"]])
         rows: list[dict] = []
-        batch.run_worker(self.spec, lambda: next(paths, None), rows.append, self.models)
+        workers.run_worker(self.spec, lambda: next(paths, None), rows.append, self.models)
         return _rows.rows_to_table(rows)
 
 
 def make_spec(backend: str | None = None, model_dir: str | None = None,
               threads_per_actor: int | None = None,
               options: scoring.ScoreOptions = scoring.ScoreOptions(), audit: float = 0.0,
-              audit_budget: float | None = None) -> batch.WorkerSpec:
+              audit_budget: float | None = None) -> workers.WorkerSpec:
     """Backend and model directory by the usual precedence (flag, env, config file);
     ``audit``: the fraction of frames also scored with float32 (runtime/audit.py)."""
     cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads_per_actor)
     threads = threads_per_actor or (cfg.threads.value if cfg.threads.source != "default" else 1)
     # Actors share their node's cores: one ffmpeg thread each, beside the nets' threads.
-    return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, options,
+    return workers.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, options,
                             decode_threads=1, audit=audit, audit_budget=audit_budget)
 
 
@@ -69,7 +69,7 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
                   model_dir: str | None = None, concurrency: int = 1,
                   threads_per_actor: int | None = None,
                   options: scoring.ScoreOptions = scoring.ScoreOptions(),
-                  spec: batch.WorkerSpec | None = None, batch_size: int = 1):
+                  spec: workers.WorkerSpec | None = None, batch_size: int = 1):
     """A lazy Ray dataset of result rows (``rows.COLUMNS``), one per input path.
 
     ``paths_or_dataset``: paths, or a Ray dataset with a ``path`` column. Each of the
@@ -91,7 +91,7 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
         num_cpus=spec.threads)
 
 
-def iter_rows(paths: list[str], spec: batch.WorkerSpec, concurrency: int = 1,
+def iter_rows(paths: list[str], spec: workers.WorkerSpec, concurrency: int = 1,
               address: str | None = None, progress: bool = True) -> Iterator[dict]:
     """Rows as they finish, on the cluster at ``address`` (or a local Ray instance)."""
     if address is None:

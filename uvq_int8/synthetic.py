@@ -17,8 +17,8 @@ import numpy as np
 
 from uvq_int8.errors import VideoError
 from uvq_int8.util import atomic_path
-from uvq_int8.runtime.decoders import StderrTail
-from uvq_int8.runtime.video import find_tool
+from uvq_int8.runtime.decode.pipe import StderrTail
+from uvq_int8.runtime.decode.probe import find_tool
 
 FULL_HD = (1080, 1920)
 DEGRADATIONS = ("blur", "blocky", "quantize", "noise", "mixed")

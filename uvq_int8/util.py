@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import tempfile
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -190,9 +191,9 @@ def tool_versions(distributions: Iterable[str] = TOOL_DISTRIBUTIONS) -> dict[str
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    """The CPU (model name and the SIMD features that decide int8 speed), cores, OS, and
-    the versions of the tools that ran."""
+@lru_cache(maxsize=1)
+def cpu_features() -> tuple[str, tuple[str, ...]]:
+    """(CPU model name, the ``CPU_FEATURES`` it has), read once from /proc/cpuinfo."""
     cpu = platform.processor() or platform.machine()
     flags: list[str] = []
     try:
@@ -204,6 +205,14 @@ def machine_info() -> dict[str, Any]:
                 flags = [f for f in CPU_FEATURES if f in have]
     except OSError:
         pass
+    return cpu, tuple(flags)
+
+
+def machine_info() -> dict[str, Any]:
+    """The CPU (model name and the SIMD features that decide int8 speed), cores, OS, and
+    the versions of the tools that ran."""
+    cpu, features = cpu_features()
+    flags = list(features)
     versions = tool_versions()
     return {"cpu": cpu, "cpu_features": flags, "isa": isa_name(flags), "cores": os.cpu_count(),
             "machine": platform.machine(), "system": platform.system(),

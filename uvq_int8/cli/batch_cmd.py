@@ -7,35 +7,18 @@ import json
 import sys
 from typing import Callable
 
-from uvq_int8 import batch, rows
+from uvq_int8 import batch
 from uvq_int8 import config as _config
+from uvq_int8.batch import inputs, rows, workers
+from uvq_int8.cli import common
 from uvq_int8.errors import UserError
-
-FORMAT_HELP = ("write one row per video (path, file size and sha256 of its first MiB, score, "
-               "per-frame scores/logits, frame indices and source-frame times, pooled "
-               "statistics, backend, model hashes, seconds, warnings, error) as JSON lines, "
-               "CSV or Parquet. Without --format, batch output is upstream's headerless "
-               "'basename,score' lines, which cannot tell two files of the same name apart "
-               "(--resume then matches by basename)")
-JOBS_HELP = ("worker processes, each loading the models once (default 1: score in this "
-             "process); threads per worker default to max(1, cores // N)")
-
-
-def add_batch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=rows.FORMATS, help=FORMAT_HELP)
-    p.add_argument("--jobs", type=int, default=None, metavar="N", help=JOBS_HELP)
-
-
-def wants_batch(args: argparse.Namespace) -> bool:
-    return bool(args.format or args.jobs) or batch.is_batch_input(args.input)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``uvq-int8 batch``: the same batch scoring, on this machine or on a Ray cluster."""
     p.add_argument("input", help="a .txt list of videos, a directory (searched recursively for "
                                  f"{', '.join(batch.VIDEO_EXTENSIONS)}), or - for a list on stdin")
     p.add_argument("--output", required=True, help="results file")
-    p.add_argument("--format", choices=rows.FORMATS, default="jsonl",
+    p.add_argument("--format", choices=batch.FORMATS, default="jsonl",
                    help="results format (default jsonl); one row per video, failures included")
     p.add_argument("--resume", action="store_true",
                    help="keep good rows of unchanged files already in --output; score the rest "
@@ -44,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: --jobs worker processes here; ray: a Ray Data actor pool "
                         "(needs the [ray] extra)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="local: " + JOBS_HELP + "; ray: actors (default 1)")
+                   help="local: " + common.JOBS_HELP + "; ray: actors (default 1)")
     p.add_argument("--address", help="ray: the cluster to join (e.g. 127.0.0.1:6379); "
                                      "default: start a Ray instance in this process")
     p.add_argument("--backend", help="backend name or per-net mix (see 'uvq-int8 backends')")
@@ -52,10 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory holding the backend's model files and manifest.json; with "
                         "--engine ray it must be readable at this path on every node")
     p.add_argument("--threads", type=int, help="interpreter threads per worker")
-    # score_cmd imports this module
-    from uvq_int8.cli.score_cmd import add_audit_arguments, add_decoder_argument
-
-    add_decoder_argument(p)
+    common.add_decoder_argument(p)
     p.add_argument("--fps", type=int, default=1,
                    help="frames per second to sample; -1 scores every frame (default 1)")
     p.add_argument("--transpose", action="store_true", help="rotate every video 90 degrees")
@@ -63,39 +43,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not rotate portrait videos automatically")
     p.add_argument("--ffmpeg-path", "--ffmpeg_path", dest="ffmpeg_path", default="ffmpeg")
     p.add_argument("--ffprobe-path", "--ffprobe_path", dest="ffprobe_path", default="ffprobe")
-    add_audit_arguments(p)
+    common.add_audit_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def _config_of(args: argparse.Namespace) -> _config.Config:
-    from uvq_int8.cli.score_cmd import _config_of
-
-    return _config_of(args)
-
-
-def _spec(args: argparse.Namespace) -> batch.WorkerSpec:
-    from uvq_int8.cli.score_cmd import _options
-
+def _spec(args: argparse.Namespace, cfg: _config.Config) -> workers.WorkerSpec:
     jobs = max(1, args.jobs or 1)
-    cfg = _config_of(args)
     threads = cfg.threads.value
     if cfg.threads.source == "default":
-        threads = batch.default_threads_per_worker(jobs)
-    return batch.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads, _options(args),
-                            decode_threads=batch.decode_threads_per_worker(jobs, threads),
-                            audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
+        threads = workers.default_threads_per_worker(jobs)
+    return workers.WorkerSpec(cfg.backend.value, str(cfg.model_dir.value), threads,
+                              common.score_options(args, cfg),
+                              decode_threads=workers.decode_threads_per_worker(jobs, threads),
+                              audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
 
 
 def _paths(spec: str) -> list[str]:
-    paths = list(dict.fromkeys(batch.collect_inputs(spec)))  # each path once, in order
+    paths = list(dict.fromkeys(inputs.collect_inputs(spec)))  # each path once, in order
     if not paths:
         raise UserError(f"{spec}: no videos found")
     return paths
 
 
-def _score(args: argparse.Namespace, paths: list[str],
+def _score(args: argparse.Namespace, cfg: _config.Config, paths: list[str],
            writer, engine: Callable[[list[str], Callable[[dict], None]], None]) -> int:
-    from uvq_int8.cli.score_cmd import _progress
     from uvq_int8.runtime.audit import EXIT_AUDIT_EXCEEDED, warning
 
     todo = [p for p in paths if p not in writer.done]
@@ -103,7 +74,7 @@ def _score(args: argparse.Namespace, paths: list[str],
     failures: list[dict] = []
     exceeded: list[str] = []
 
-    with _progress(not args.quiet) as progress:
+    with common.progress(not args.quiet) as progress:
         task = progress.add_task("videos", total=len(todo))
 
         def on_row(row: dict) -> None:
@@ -131,7 +102,7 @@ def _score(args: argparse.Namespace, paths: list[str],
         print(message, file=sys.stderr)
     if failures:
         return 1
-    return EXIT_AUDIT_EXCEEDED if exceeded and _config_of(args).audit_strict.value else 0
+    return EXIT_AUDIT_EXCEEDED if exceeded and cfg.audit_strict.value else 0
 
 
 def _writer(args: argparse.Namespace, paths: list[str]):
@@ -140,19 +111,20 @@ def _writer(args: argparse.Namespace, paths: list[str]):
     return rows.LegacyWriter(args.output, paths, resume=args.resume)
 
 
-def run_uvq(args: argparse.Namespace) -> int:
-    """``uvq`` given a list, a directory, stdin, ``--format`` or ``--jobs``."""
+def run_uvq(args: argparse.Namespace, cfg: _config.Config) -> int:
+    """``uvq`` given a list, a directory, stdin, ``--format`` or ``--jobs``; ``cfg`` is the
+    command's resolved configuration."""
     if not args.output:
         raise UserError("--output must be given when scoring a list or directory of videos "
                         "(or with --format/--jobs)")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     paths = _paths(args.input) if batch.is_batch_input(args.input) else [args.input]
-    spec = _spec(args)
+    spec = _spec(args, cfg)
     writer = _writer(args, paths)
     jobs = args.jobs or 1
-    return _score(args, paths, writer,
-                  lambda todo, on_row: batch.score_paths(todo, spec, jobs, on_row))
+    return _score(args, cfg, paths, writer,
+                  lambda todo, on_row: workers.score_paths(todo, spec, jobs, on_row))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,17 +134,17 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local" and args.address:
         raise UserError("--address needs --engine ray")
     paths = _paths(args.input)
+    cfg = common.resolve(args)
     if args.engine == "local":
-        spec = _spec(args)
+        spec = _spec(args, cfg)
         writer = rows.RowWriter(args.output, args.format, paths, resume=args.resume)
         jobs = args.jobs or 1
-        return _score(args, paths, writer,
-                      lambda todo, on_row: batch.score_paths(todo, spec, jobs, on_row))
+        return _score(args, cfg, paths, writer,
+                      lambda todo, on_row: workers.score_paths(todo, spec, jobs, on_row))
     from uvq_int8 import distributed
-    from uvq_int8.cli.score_cmd import _options
 
-    cfg = _config_of(args)
-    spec = distributed.make_spec(args.backend, args.model_dir, args.threads, _options(args),
+    spec = distributed.make_spec(args.backend, args.model_dir, args.threads,
+                                 common.score_options(args, cfg),
                                  audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
     writer = rows.RowWriter(args.output, args.format, paths, resume=args.resume)
 
@@ -183,4 +155,4 @@ def run(args: argparse.Namespace) -> int:
                                          address=args.address, progress=not args.quiet):
             on_row(row)
 
-    return _score(args, paths, writer, ray_engine)
+    return _score(args, cfg, paths, writer, ray_engine)

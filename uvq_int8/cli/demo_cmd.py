@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from uvq_int8.errors import UserError
-    from uvq_int8.runtime.video import require_ffmpeg
+    from uvq_int8.runtime.decode.probe import require_ffmpeg
 
     if args.seconds < 1:
         raise UserError(f"--seconds must be at least 1, got {args.seconds}")

@@ -86,8 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def uvq_main(argv: Sequence[str] | None = None) -> int:
-    from uvq_int8.cli import score_cmd
+    """``uvq``: one video (``score_cmd``), or a list, directory or stdin (``batch_cmd``)."""
+    from uvq_int8 import batch
+    from uvq_int8.cli import common, score_cmd
 
     parser = score_cmd.build_parser()
     args = parser.parse_args(argv)
-    return run_guarded(lambda: score_cmd.run(args), args.debug, "uvq")
+
+    def run() -> int:
+        cfg = common.resolve(args)
+        if batch.wants_batch(args.input, args.format, args.jobs):
+            from uvq_int8.cli import batch_cmd
+
+            return batch_cmd.run_uvq(args, cfg)
+        return score_cmd.run_single(args, cfg)
+
+    return run_guarded(run, args.debug, "uvq")

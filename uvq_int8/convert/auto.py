@@ -225,6 +225,7 @@ class AutoResult:
         return {"auto_version": AUTO_VERSION, "max_logit_delta": self.budget,
                 "validation_frames": self.frames, **self.choices[net].as_dict(),
                 "measured_logit_delta_max": self.measurement.logit_delta_max,
+                "cost_isa": self.cost.get("isa"),
                 "promise": self.promise.as_dict() if self.promise is not None else None}
 
     def summary(self) -> str:

@@ -35,9 +35,9 @@ class BiasSite:
 
 
 def _model(data: bytearray):
-    from uvq_int8.runtime.tflite_info import _schema
+    from uvq_int8.runtime.tflite_info import load_schema
 
-    return _schema().Model.GetRootAs(data, 0)
+    return load_schema().Model.GetRootAs(data, 0)
 
 
 def _int32_view(data: bytearray, m, buffer: int) -> np.ndarray:
@@ -58,10 +58,10 @@ def _int32_view(data: bytearray, m, buffer: int) -> np.ndarray:
 
 def bias_sites(model: bytes | bytearray) -> list[BiasSite]:
     """Every convolution with an int32 bias, in graph order."""
-    from uvq_int8.runtime.tflite_info import _op_names
+    from uvq_int8.runtime.tflite_info import builtin_op_names
 
     m = _model(bytearray(model))
-    names = _op_names()
+    names = builtin_op_names()
     codes = [names.get(max(m.OperatorCodes(i).BuiltinCode(),
                            m.OperatorCodes(i).DeprecatedBuiltinCode()), "?")
              for i in range(m.OperatorCodesLength())]

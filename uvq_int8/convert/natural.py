@@ -8,7 +8,7 @@ the licence its own docstring states), moved and degraded the ways real video is
 zooms and crops, landscape and portrait, colour and exposure changes, low-resolution sources
 scaled up, blur, sensor noise, and real H.264 compression at several qualities. Each clip
 is encoded with the ffmpeg command line and decoded exactly as ``uvq`` decodes
-(``uvq_int8.runtime.video.uvq_frames`` at 1 fps, portrait clips transposed).
+(``uvq_int8.runtime.decode.uvq_frames`` at 1 fps, portrait clips transposed).
 
 Images, not frames, are the independent units. Every image belongs to exactly one split:
 
@@ -202,7 +202,8 @@ def _filters(spec: ClipSpec) -> str:
     return ",".join(chain)
 
 
-def _write_ppm(path: Path, image: np.ndarray) -> None:
+def write_ppm(path: Path, image: np.ndarray) -> None:
+    """An RGB uint8 image as a binary PPM (what ffmpeg reads the photographs from)."""
     h, w = image.shape[:2]
     path.write_bytes(f"P6 {w} {h} 255\n".encode() + image.tobytes())
 
@@ -231,7 +232,7 @@ def encode_clip(spec: ClipSpec, out: Path, ffmpeg: str = "ffmpeg",
     with tempfile.TemporaryDirectory(prefix="uvq-int8-photo-") as tmp:
         if photo is None:
             photo = Path(tmp) / f"{spec.image}.ppm"
-            _write_ppm(photo, load_photo(spec.image))
+            write_ppm(photo, load_photo(spec.image))
         raw = Path(tmp) / "frames.yuv"
         _run_ffmpeg([*quiet, "-loop", "1", "-framerate", str(ENCODE_FPS), "-i", str(photo),
                      "-t", str(SECONDS_PER_CLIP), "-vf", _filters(spec), "-f", "rawvideo",
@@ -247,16 +248,16 @@ def encode_clip(spec: ClipSpec, out: Path, ffmpeg: str = "ffmpeg",
 
 def decode_clip(path: Path, ffmpeg: str = "ffmpeg") -> Iterator[np.ndarray]:
     """The clip's frames exactly as ``uvq`` decodes them."""
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime import decode
 
-    yield from video.uvq_frames(path, fps=1, ffmpeg=ffmpeg)
+    yield from decode.uvq_frames(path, fps=1, ffmpeg=ffmpeg)
 
 
 def make_set(split: str, frames: int, workdir: Path | None = None,
              ffmpeg: str = "ffmpeg") -> NaturalSet:
     """``frames`` decoded frames of ``split`` (the last clip may give one more than asked,
     which is dropped)."""
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime.decode import verified
 
     if frames < 1:
         raise ValueError(f"a natural set needs at least one frame, got {frames}")
@@ -272,7 +273,7 @@ def make_set(split: str, frames: int, workdir: Path | None = None,
                 break
             if spec.image not in photos:
                 photos[spec.image] = Path(tmp) / f"{spec.image}.ppm"
-                _write_ppm(photos[spec.image], load_photo(spec.image))
+                write_ppm(photos[spec.image], load_photo(spec.image))
             clip = encode_clip(spec, Path(tmp) / f"{spec.name}.mp4", ffmpeg, photos[spec.image])
             used.append(spec)
             for frame in decode_clip(clip, ffmpeg):
@@ -282,7 +283,7 @@ def make_set(split: str, frames: int, workdir: Path | None = None,
                 out.append(frame)
                 owners.append(spec.image)
             clip.unlink()
-    return NaturalSet(split, out, owners, used, digest.hexdigest(), video.ffmpeg_version(ffmpeg))
+    return NaturalSet(split, out, owners, used, digest.hexdigest(), verified.ffmpeg_version(ffmpeg))
 
 
 def frame_source(split: str = "calibration"):

@@ -17,7 +17,7 @@ from uvq_int8.backends import (ALL, NETS, Backend, BackendLike, UnknownBackendEr
 from uvq_int8.convert import options as O
 from uvq_int8.convert.options import (CALIBRATION_CONTENTS, BuildError, BuildOptions, BuildPlan,
                                     CheckpointMissingError, FileJob)
-from uvq_int8.convert.sources import _calibration_description, _validation_description
+from uvq_int8.convert.sources import calibration_description, validation_description
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime import manifest as mf
 from uvq_int8.util import sha256_file
@@ -93,7 +93,7 @@ def _auto_options(options: BuildOptions, base: dict[str, Any],
     from uvq_int8.convert.auto import AUTO_VERSION
 
     return {**base, "auto_version": AUTO_VERSION, "max_logit_delta": options.max_logit_delta,
-            "validation": _validation_description(options), "mixed": options.auto_mixed,
+            "validation": validation_description(options), "mixed": options.auto_mixed,
             # The choice for one net depends on the other nets too.
             "checkpoints": {net: refs[net]["sha256"] for net in NETS}}
 
@@ -193,7 +193,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
             for net, path in checkpoints.items()}
     needs_calibration = any(quantize.get_recipe(b.recipes[net]).calibrated
                             for b in backends for net in NETS)
-    calibration = _calibration_description(options) if needs_calibration else None
+    calibration = calibration_description(options) if needs_calibration else None
 
     sha_cache: dict[Path, str | None] = {}
 

@@ -58,7 +58,7 @@ def recipe_options(name: str, calibration: Mapping[str, Any] | None = None,
     return options
 
 
-def _quantizer_modules():
+def quantizer_modules():
     os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported
     try:
         from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe, recipe_manager
@@ -70,7 +70,7 @@ def _quantizer_modules():
 
 
 def _recipe_config(name: str):
-    _, qtyping, _, recipe, _, algorithms = _quantizer_modules()
+    _, qtyping, _, recipe, _, algorithms = quantizer_modules()
     if name == "fp16_weights":
         from ai_edge_quantizer import recipe_manager
 
@@ -91,7 +91,7 @@ def profiler_calibrator(float_model: bytes, threads: int = 2):
     """ai-edge-quantizer's calibrator in profiler mode (frame by frame, so memory does not
     grow with the frame count; the build records its peak RSS in the manifest),
     with the static int8 recipe loaded; returns (calibrator, recipe manager)."""
-    calibrator, _, _, _, recipe_manager, _ = _quantizer_modules()
+    calibrator, _, _, _, recipe_manager, _ = quantizer_modules()
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(_recipe_config("static_wi8_ai8"))
     try:
@@ -112,7 +112,7 @@ def quantize_model(recipe_name: str, float_model: bytes,
         return bytes(float_model)
     if recipe.calibrated and calibration_result is None:
         raise ValueError(f"recipe {recipe_name} needs a calibration result")
-    _, _, quantizer, _, _, _ = _quantizer_modules()
+    _, _, quantizer, _, _, _ = quantizer_modules()
     try:
         with quiet_fd2(), warnings.catch_warnings():
             # Its sufficiency check opens a debug interpreter and warns about that.

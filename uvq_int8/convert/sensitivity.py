@@ -72,10 +72,10 @@ class OpInfo:
 
 def graph_ops(model: bytes) -> list[OpInfo]:
     """Ops of the main subgraph with their group, MACs and elements moved."""
-    from uvq_int8.runtime.tflite_info import _op_names, _schema
+    from uvq_int8.runtime.tflite_info import builtin_op_names, load_schema
 
-    m = _schema().Model.GetRootAs(model, 0)
-    names = _op_names()
+    m = load_schema().Model.GetRootAs(model, 0)
+    names = builtin_op_names()
     codes = []
     for i in range(m.OperatorCodesLength()):
         c = m.OperatorCodes(i)
@@ -205,13 +205,13 @@ def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
     import copy
 
     from uvq_int8.util import quiet_fd2
-    from uvq_int8.convert.quantize import QuantizationError, _quantizer_modules
+    from uvq_int8.convert.quantize import QuantizationError, quantizer_modules
 
     if weight_algorithm not in WEIGHT_ALGORITHMS:
         raise ValueError(f"unknown weight algorithm {weight_algorithm!r}; known: "
                          f"{', '.join(WEIGHT_ALGORITHMS)}")
     float_groups = tuple(float_groups)
-    _, qtyping, quantizer, recipe, _, algorithms = _quantizer_modules()
+    _, qtyping, quantizer, recipe, _, algorithms = quantizer_modules()
     regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
     rules = list(recipe.static_wi8_ai8())
     if weight_algorithm != "minmax":

@@ -1,7 +1,7 @@
 """Where a build's inputs come from: checkpoints, and calibration and validation frames.
 
 ``resolve_checkpoints`` is the one resolution of checkpoint options (build and verify).
-Frames from videos are decoded with ``uvq_int8.runtime.video.uvq_frames``, the frames
+Frames from videos are decoded with ``uvq_int8.runtime.decode.uvq_frames``, the frames
 ``uvq`` would score; frames are kept on disk, one .npy each, so memory holds one at a time.
 """
 
@@ -78,7 +78,7 @@ def default_out_dir(uvq_root: str | Path | None = None) -> Path:
     return resolve().model_dir.value
 
 
-def _calibration_description(options: BuildOptions) -> dict[str, Any]:
+def calibration_description(options: BuildOptions) -> dict[str, Any]:
     if (not options.calibration_videos and options.frame_source is None
             and options.calibration_content == "natural"):
         from uvq_int8.convert import natural
@@ -98,7 +98,7 @@ def _search_videos(options: BuildOptions) -> tuple[list[Path], list[Path]]:
     return paths[0::2], paths[1::2]
 
 
-def _validation_description(options: BuildOptions) -> dict[str, Any]:
+def validation_description(options: BuildOptions) -> dict[str, Any]:
     """The search frames (natural clips by default) and the confirmation frames."""
     from uvq_int8.convert import natural
 
@@ -161,9 +161,9 @@ class _FrameStore:
 def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[dict[str, Any]]:
     """Up to ``n`` 1-fps frames from the start of each video, shared out evenly."""
     try:
-        from uvq_int8.runtime import video as video_mod
+        from uvq_int8.runtime import decode
     except ImportError:
-        raise BuildError("decoding calibration videos needs uvq_int8.runtime.video, which is not "
+        raise BuildError("decoding calibration videos needs uvq_int8.runtime.decode, which is not "
                          "available in this install") from None
     used = []
     for i, path in enumerate(videos):
@@ -171,7 +171,7 @@ def _decode_videos(videos: Sequence[Path], n: int, store: _FrameStore) -> list[d
         quota = math.ceil((n - len(store)) / (len(videos) - i))
         taken = 0
         if quota > 0:
-            frames = video_mod.uvq_frames(path, fps=1)
+            frames = decode.uvq_frames(path, fps=1)
             try:
                 for frame in frames:
                     if not frame.any():

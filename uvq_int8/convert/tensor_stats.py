@@ -44,11 +44,11 @@ class TensorProbe:
     """One net on an interpreter that keeps every tensor; float in, float tensors out."""
 
     def __init__(self, model: bytes, threads: int = 2) -> None:
-        from uvq_int8.runtime.interpreter import _interpreter_class
+        from uvq_int8.runtime.interpreter import interpreter_class
         from uvq_int8.util import quiet_fd2
 
         with quiet_fd2():
-            self._interp = _interpreter_class()(model_content=bytes(model), num_threads=threads,
+            self._interp = interpreter_class()(model_content=bytes(model), num_threads=threads,
                                                 experimental_preserve_all_tensors=True)
             self._interp.allocate_tensors()
         details = {d["index"]: d for d in self._interp.get_tensor_details()}
@@ -270,13 +270,13 @@ def one_item_variant(model: bytes) -> bytes:
     """
     import flatbuffers
 
-    from uvq_int8.runtime.tflite_info import _op_names, _schema
+    from uvq_int8.runtime.tflite_info import builtin_op_names, load_schema
 
-    schema = _schema()
+    schema = load_schema()
     m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     sg = m.subgraphs[0]
     batch = int(sg.tensors[sg.inputs[0]].shape[0])
-    names = _op_names()
+    names = builtin_op_names()
 
     def kind(op) -> str:
         code = m.operatorCodes[op.opcodeIndex]

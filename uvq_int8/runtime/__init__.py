@@ -1,10 +1,9 @@
 """The runtime: everything ``uvq VIDEO`` needs, and nothing that imports torch.
 
 - ``frames``: a 1080p RGB frame -> net inputs, and the score scaling;
-- ``video`` / ``decoders``: probing, and decoding with ffmpeg exactly as upstream does
-  (``video.uvq_frames`` is the one source of decoded frames, and picks the decoder);
-- ``pyav_decoder`` / ``frame_choice``: the default decoder, PyAV packet by packet, with
-  ffmpeg 5.1's ``-r`` frame choice from timestamps;
+- ``decode``: probing, and upstream's frames from one of two decoders (``decode.uvq_frames``
+  is the one source of decoded frames): PyAV packet by packet (the default, with ffmpeg
+  5.1's ``-r`` frame choice from timestamps) or ffmpeg's command line;
 - ``interpreter``: one .tflite file on LiteRT, checked at load;
 - ``models``: a backend's three nets (``load_models``, ``Models``);
 - ``manifest``: the manifest schema and its one reader;

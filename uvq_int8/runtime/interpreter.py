@@ -40,7 +40,7 @@ EXPECTED_SHAPES = {
 BUILD_HINT = "run 'uvq-int8 build' to (re)create the model files"
 
 
-def _interpreter_class():
+def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - depends on the install
@@ -85,7 +85,7 @@ class NetRunner:
                 f"{BUILD_HINT} --force")
         try:
             with quiet_fd2(log):  # LiteRT's "Created XNNPACK delegate" notice
-                self._interp = _interpreter_class()(model_path=str(self.path),
+                self._interp = interpreter_class()(model_path=str(self.path),
                                                     num_threads=threads)
                 self._interp.allocate_tensors()
         except ModelFilesError:

@@ -11,9 +11,9 @@ import numpy as np
 
 from uvq_int8 import config as _config
 from uvq_int8 import runtime
-from uvq_int8.runtime import video
+from uvq_int8.runtime import decode
+from uvq_int8.runtime.decode import probe as probing
 from uvq_int8.runtime.frames import logit_to_score
-from uvq_int8.runtime.pyav_decoder import PacketStats
 from uvq_int8.util import usable_cores
 
 
@@ -51,16 +51,47 @@ def decode_threads(interpreter_threads: int) -> int:
     return max(1, usable_cores() - max(1, int(interpreter_threads)))
 
 
-def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> video.VideoInfo:
+def probe(path: str | Path, options: ScoreOptions = ScoreOptions()) -> probing.VideoInfo:
     # fps=-1 needs upstream's exact frame count, which only a full count gives.
-    return video.probe(str(path), ffprobe=options.ffprobe, count_frames=options.fps == -1)
+    return probing.probe(str(path), ffprobe=options.ffprobe, count_frames=options.fps == -1)
+
+
+def decode_warnings(stats: probing.DecodeStats, expected: int) -> list[str]:
+    """What a decode did that the user should know: a truncated file padded as upstream does."""
+    if stats.padded_frames:
+        return [f"decoding may be truncated: {stats.real_frames} of {expected} frames decoded; "
+                f"{stats.padded_frames} black frames padded as upstream does"]
+    return []
+
+
+def isa_warnings(models: runtime.Models) -> list[str]:
+    """A warning when an ``auto`` model set's choice was made for another instruction set.
+
+    ``auto`` ranks candidates by a cost model whose int8/float32 time ratio depends on the
+    instruction set (``convert.sensitivity.INT8_TIME_RATIOS``): a set chosen on AVX-512
+    VNNI may not be the fastest within its budget on AVX2, and the reverse. Accuracy and
+    the promise do not depend on it."""
+    from uvq_int8.runtime import manifest_entries
+    from uvq_int8.util import cpu_features, isa_name
+
+    if models.backend != "auto":
+        return []
+    here = isa_name(cpu_features()[1])
+    for entry in (manifest_entries(Path(models.model_dir)) or {}).values():
+        choice = (entry.get("recipe_options") or {}).get("choice") or {}
+        built_for = choice.get("cost_isa")
+        if entry.get("recipe") == "auto" and built_for and built_for != here:
+            return [f"the auto choice was made for instruction set {built_for}; this machine is "
+                    f"{here}, where another choice within the same budget may be faster "
+                    "(rebuild with 'uvq-int8 build --backend auto' here to rank for it)"]
+    return []
 
 
 def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions = ScoreOptions(),
                 on_frame: Callable[[int, int], None] | None = None,
-                info: video.VideoInfo | None = None,
+                info: probing.VideoInfo | None = None,
                 frames: Iterable[np.ndarray] | None = None,
-                stats: PacketStats | None = None, audit: float | None = None,
+                stats: probing.DecodeStats | None = None, audit: float | None = None,
                 audit_budget: float | None = None) -> dict[str, Any]:
     """Score one video with loaded models; returns upstream's keys plus ours.
 
@@ -73,18 +104,19 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
 
     name = str(path)
     info = info or probe(name, options)
-    transpose = video.is_portrait(info) if options.transpose is None else options.transpose
-    plan = video.sample_plan(info, options.fps)
+    transpose = probing.is_portrait(info) if options.transpose is None else options.transpose
+    plan = probing.sample_plan(info, options.fps)
     auditor = _audit.make_auditor(models, plan.num_frames, audit or 0.0, audit_budget)
     started = time.perf_counter()
+    decoded_here = frames is None
     if frames is None:
-        stats = PacketStats()
-        frames = video.uvq_frames(name, fps=options.fps, transpose=transpose,
+        stats = probing.DecodeStats()
+        frames = decode.uvq_frames(name, fps=options.fps, transpose=transpose,
                                   ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
                                   decode_threads=decode_threads(models.threads), stats=stats,
                                   decoder=options.decoder)
     elif stats is None:
-        stats = PacketStats(decoder="")  # decoded elsewhere, by a caller that keeps no stats
+        stats = probing.DecodeStats()  # decoded elsewhere, by a caller that keeps no stats
     total = plan.num_frames
     logits, scores = score_frames(
         models, frames, (lambda i: on_frame(i + 1, total)) if on_frame else None, auditor)
@@ -106,6 +138,8 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
         "decoder": stats.decoder,
         "skipped_packets": stats.skipped_packets,
         "fallback": stats.fallback,
+        # A decode elsewhere (a batch worker) reports its own decode warnings.
+        "warnings": (decode_warnings(stats, total) if decoded_here else []) + isa_warnings(models),
         **({"audit": auditor.result()} if auditor is not None else {}),
     }
 

@@ -23,7 +23,7 @@ NARROW_FLOAT_TYPES = ("float16", "bfloat16")
 
 
 @lru_cache(maxsize=1)
-def _schema():
+def load_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # pragma: no cover - depends on the install
@@ -34,12 +34,12 @@ def _schema():
 
 @lru_cache(maxsize=1)
 def _type_names() -> dict[int, str]:
-    return _enum_names(_schema().TensorType)
+    return _enum_names(load_schema().TensorType)
 
 
 @lru_cache(maxsize=1)
-def _op_names() -> dict[int, str]:
-    return _enum_names(_schema().BuiltinOperator)
+def builtin_op_names() -> dict[int, str]:
+    return _enum_names(load_schema().BuiltinOperator)
 
 
 def _enum_names(cls) -> dict[int, str]:
@@ -141,11 +141,11 @@ def _signature_names(model) -> tuple[str | None, dict[int, str], dict[int, str]]
 
 
 def _read(data) -> ModelInfo:
-    schema = _schema()
+    schema = load_schema()
     if len(data) < 8 or bytes(data[4:8]) != b"TFL3":
         raise ModelFilesError("not a TFLite flatbuffer (no TFL3 identifier)")
     model = schema.Model.GetRootAs(data, 0)
-    op_names = _op_names()
+    op_names = builtin_op_names()
     opcodes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)

@@ -60,13 +60,13 @@ def npz_clips(path: str | Path) -> list[Clip]:
 def video_clip(path: str | Path, fps: int = 1, max_frames: int | None = None,
                ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe") -> Clip:
     """Decode a video the way ``uvq`` does (portrait videos transposed)."""
-    from uvq_int8.runtime import video
+    from uvq_int8.runtime import decode
 
     name = str(path)
     if not Path(name).is_file():
         raise UserError(f"video not found: {name}")
     started = time.perf_counter()
-    decoded = video.uvq_frames(name, fps=fps, ffmpeg=ffmpeg, ffprobe=ffprobe)
+    decoded = decode.uvq_frames(name, fps=fps, ffmpeg=ffmpeg, ffprobe=ffprobe)
     frames = list(itertools.islice(decoded, max_frames or None))
     decoded.close()
     if not frames:
@@ -132,7 +132,7 @@ def manifest_checkpoints(model_dir: str | Path) -> tuple[dict[str, Path] | None,
     Returns (paths, "") or (None, why not). A checkpoint whose sha256 no longer matches
     the manifest is not used: the comparison would be against other weights.
     """
-    entries = _manifest_entries(Path(model_dir).expanduser())
+    entries = manifest_file_entries(Path(model_dir).expanduser())
     if not entries:
         return None, "no checkpoints given and no manifest.json naming them"
     paths = {}
@@ -161,7 +161,7 @@ def describe_inputs(clips: Sequence[Clip]) -> str:
     return ", ".join(parts)
 
 
-def _unique_names(clips: Sequence[Clip]) -> list[Clip]:
+def unique_clip_names(clips: Sequence[Clip]) -> list[Clip]:
     seen: dict[str, int] = {}
     out = []
     for clip in clips:
@@ -172,7 +172,7 @@ def _unique_names(clips: Sequence[Clip]) -> list[Clip]:
     return out
 
 
-def _manifest_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
+def manifest_file_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
     """The manifest's file entries; {} when it is missing or unreadable (load_models
     reports an unreadable manifest itself)."""
     from uvq_int8.runtime import manifest as mf

@@ -14,10 +14,33 @@ import numpy as np
 
 if TYPE_CHECKING:
     from uvq_int8.verify.metrics import TensorStats
-    from uvq_int8.verify.thresholds import Check
 
 
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Check:
+    """One limit held against one measured value (``thresholds.check_thresholds``)."""
+
+    backend: str
+    net: str
+    metric: str
+    reference: str
+    limit: float
+    bound: str
+    value: float | None  # None: not measured (e.g. no PyTorch), so not enforced
+    passed: bool
+    basis: str
+
+    def line(self) -> str:
+        op = "<" if self.bound == "min" else ">"
+        return (f"FAIL backend={self.backend} net={self.net} metric={self.metric} "
+                f"value={_g(self.value)} {op} limit={_g(self.limit)} vs={self.reference}")
+
+
+def _g(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
 
 
 BASELINE = "float32"

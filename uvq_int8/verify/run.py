@@ -26,7 +26,7 @@ from uvq_int8.runtime import tflite_info
 from uvq_int8.runtime.interpreter import OUTPUT_ROLES
 from uvq_int8.util import machine_info
 from uvq_int8.verify.guide import guide_comparison
-from uvq_int8.verify.inputs import (Clip, TorchReference, _manifest_entries, _unique_names,
+from uvq_int8.verify.inputs import (Clip, TorchReference, manifest_file_entries, unique_clip_names,
                                     describe_inputs, random_inputs)
 from uvq_int8.verify.metrics import StatsAccumulator, plcc, srcc
 from uvq_int8.verify.results import (BASELINE, INPUT_KINDS, OUTPUTS, SCHEMA_VERSION, BackendReport,
@@ -93,7 +93,7 @@ def _file_infos(models: runtime.Models, baseline: runtime.Models | None) -> dict
     for net in NETS:
         path = models.paths[net]
         if path.parent not in manifests:
-            manifests[path.parent] = _manifest_entries(path.parent)
+            manifests[path.parent] = manifest_file_entries(path.parent)
         size = path.stat().st_size
         base_size = baseline.paths[net].stat().st_size if baseline else None
         info = tflite_info.read_model_info(path)
@@ -274,7 +274,7 @@ def run_verify(settings: VerifySettings, clips: Sequence[Clip],
                torch_ref: TorchReference | None = None, pytorch_note: str = "",
                progress: Progress | None = None) -> VerifyReport:
     """Measure every backend in ``settings`` on ``clips`` (and random inputs)."""
-    clips = _unique_names([c for c in clips if c.frames])
+    clips = unique_clip_names([c for c in clips if c.frames])
     if not clips:
         raise UserError("no frames to verify on")
     m = _Measurement(settings, clips, torch_ref, progress or (lambda *_: None))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from uvq_int8.backends import BUILTIN_BACKENDS, VerifyLimits
-from uvq_int8.verify.results import BASELINE, OUTPUTS, BackendReport, VerifyReport
+from uvq_int8.verify.results import BASELINE, OUTPUTS, BackendReport, Check, VerifyReport
 
 
 EXIT_THRESHOLD = 3  # distinct from 1 (user error) and 2 (bad arguments)
@@ -29,28 +29,6 @@ class Threshold:
     @property
     def bound(self) -> str:
         return "min" if self.metric.startswith("cosine") else "max"
-
-
-@dataclass(frozen=True)
-class Check:
-    backend: str
-    net: str
-    metric: str
-    reference: str
-    limit: float
-    bound: str
-    value: float | None  # None: not measured (e.g. no PyTorch), so not enforced
-    passed: bool
-    basis: str
-
-    def line(self) -> str:
-        op = "<" if self.bound == "min" else ">"
-        return (f"FAIL backend={self.backend} net={self.net} metric={self.metric} "
-                f"value={_g(self.value)} {op} limit={_g(self.limit)} vs={self.reference}")
-
-
-def _g(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.6g}"
 
 
 # Defaults per built-in backend. Each rests on the measurement written in its basis:

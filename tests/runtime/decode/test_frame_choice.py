@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from uvq_int8.runtime.frame_choice import (RateSync, choose_frames, codec_rate_may_apply,
+from uvq_int8.runtime.decode.frame_choice import (RateSync, choose_frames, codec_rate_may_apply,
                                    guess_frame_rate, rescale)
 
 

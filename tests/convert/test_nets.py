@@ -47,18 +47,16 @@ def test_golden_distortion_features(golden_run, golden_frames, golden_close):
     golden_close(golden_run[1], golden_frames["distortion_features"], "distortion features")
 
 
-def test_golden_limit_still_catches_a_wrong_tiling(golden_frames):
+def test_golden_limit_still_catches_a_wrong_tiling(golden_frames, golden_limit_of):
     # Column-major patch order instead of row-major: the fork's bug, 12.9 at most.
-    from conftest import golden_limit
-
     want = golden_frames["distortion_features"][:1]
     patches = torch.from_numpy(want.reshape(3, 8, 3, 8, 128).transpose(0, 2, 1, 3, 4)
                                .reshape(9, 8, 8, 128).copy())
     wrong = patches.reshape(3, 3, 8, 8, 128).permute(1, 2, 0, 3, 4).reshape(1, 24, 24, 128)
     right = nets.tile_patch_features(patches).numpy()
     assert np.abs(right - want).max() == 0
-    assert np.abs(wrong.numpy() - want).max() > 100 * golden_limit(want)
-    assert golden_limit(want) < 1e-3
+    assert np.abs(wrong.numpy() - want).max() > 100 * golden_limit_of(want)
+    assert golden_limit_of(want) < 1e-3
 
 
 def test_golden_logits_and_scores(golden_run, golden_frames, golden_close):

@@ -90,6 +90,8 @@ def test_each_auto_file_says_what_it_is_and_the_build_record_says_why(loose, bui
         assert options["choice"]["promise"] == record["promise"]
         assert options["choice"]["recipe"] == record["choices"][net]["recipe"]
         assert options["choice"]["range_merge"] == record["choices"][net]["range_merge"]
+        # The instruction set the cost model ranked for: uvq warns when it runs elsewhere.
+        assert options["choice"]["cost_isa"] == record["cost_model"]["isa"] is not None
         info = read_model_info(loose.path / f"{net}_net_auto.tflite")
         assert info.quantized_tensors_by_dtype.get("int8", 0) > 100
         assert all(p["dtype"] == "int8" for p in entry["inputs"])

@@ -1,8 +1,7 @@
-"""Batch scoring: inputs, rows, failures as rows, resume, --jobs workers and Ctrl-C."""
+"""Batch scoring end to end: failures as rows, --jobs workers, Ctrl-C and resume (``uvq_int8.batch.workers``, ``uvq`` and ``uvq-int8 batch``)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -11,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from uvq_int8 import batch
-from uvq_int8.runtime.video import source_frame_times
+from uvq_int8.batch import inputs, workers
+from uvq_int8.batch import rows as R
 
 BACKEND = "int8-static"
 COMPARED = ("score", "per_frame_scores", "per_frame_logits", "frame_indices", "backend",
@@ -37,109 +36,6 @@ def run_uvq_int8(args, **kw):
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
-
-# --------------------------------------------------------------------------- inputs
-
-def test_directory_is_recursive_sorted_case_insensitive_and_ends_symlink_loops(tmp_path):
-    (tmp_path / "b").mkdir()
-    (tmp_path / "a" / "deep").mkdir(parents=True)
-    for name in ("b/z.MP4", "a/deep/x.mkv", "a/y.WebM", "a/notes.txt", "c.mov", "d.jpg"):
-        (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "a" / "loop").symlink_to(tmp_path)  # a loop back to the root
-    (tmp_path / "same.mov").symlink_to(tmp_path / "c.mov")  # the same file twice
-    found = batch.collect_inputs(str(tmp_path))
-    rel = [str(Path(p).relative_to(tmp_path)) for p in found]
-    assert rel == ["a/deep/x.mkv", "a/y.WebM", "b/z.MP4", "c.mov"]
-
-
-def test_list_file_and_stdin(tmp_path):
-    listing = tmp_path / "v.txt"
-    listing.write_text("one.mp4\n\n  two.mp4  \n# a comment\n")
-    assert batch.collect_inputs(str(listing)) == ["one.mp4", "two.mp4"]
-    assert batch.collect_inputs("-", io.StringIO("x.mp4\ny.mov\n")) == ["x.mp4", "y.mov"]
-    with pytest.raises(batch.BatchError, match="not found"):
-        batch.collect_inputs(str(tmp_path / "missing.txt"))
-
-
-# --------------------------------------------------------------------------- rows and files
-
-@pytest.mark.parametrize("video", ["sample_landscape", "sample_portrait"])
-def test_source_frame_times_are_the_frames_ffmpeg_hands_on(reference_dir, video):
-    golden = np.load(reference_dir / f"{video}.golden.npz")
-    count = int(golden["num_real_frames"])
-    times = source_frame_times(reference_dir / f"{video}.mp4", 1, count)
-    expected = golden["source_frame_indices"][:count] / float(golden["orig_fps"])
-    np.testing.assert_allclose(times, expected, atol=1e-5)
-
-
-def test_pooled_statistics():
-    stats = batch.pooled([1.0, 2.0, 4.0])
-    assert stats["score_min"] == 1.0
-    assert stats["score_harmonic_mean"] == pytest.approx(3 / (1 + 0.5 + 0.25))
-    assert stats["score_p05"] == pytest.approx(float(np.percentile([1, 2, 4], 5)))
-    assert batch.pooled([])["score_min"] is None
-
-
-def _fake_row(path: Path, score: float | None, error: str | None = None) -> dict:
-    ident = batch.file_identity(path)
-    if error:
-        return batch.error_row(str(path), error, ident)
-    row = batch.empty_row(str(path), ident)
-    row.update(score=score, per_frame_scores=[score], per_frame_logits=[0.5],
-               frame_indices=[0], frame_times=[0.0], backend="float32",
-               model_sha256={"content": "a", "distortion": "b", "aggregation": "c"},
-               fps=1, transpose=False, seconds=0.1, **batch.pooled([score]))
-    return row
-
-
-@pytest.mark.parametrize("fmt", batch.FORMATS)
-def test_resume_keeps_good_rows_of_unchanged_files_and_retries_the_rest(tmp_path, fmt):
-    if fmt == "parquet":
-        pytest.importorskip("pyarrow")
-    files = {name: tmp_path / f"{name}.mp4" for name in ("good", "failed", "changed", "cut")}
-    for name, path in files.items():
-        path.write_bytes(name.encode() * 100)
-    out = tmp_path / f"rows.{fmt}"
-    paths = [str(p) for p in files.values()]
-    writer = batch.RowWriter(out, fmt, paths)
-    assert writer.done == set()
-    writer.write(_fake_row(files["good"], 3.5))
-    writer.write(_fake_row(files["failed"], None, "not a readable video"))
-    writer.write(_fake_row(files["changed"], 2.0))
-    writer.close()
-    rows = batch.read_rows(out, fmt)
-    assert [r["path"] for r in rows] == paths[:3]
-    assert rows[0]["per_frame_scores"] == [3.5] and rows[1]["error"] == "not a readable video"
-    assert rows[0]["model_sha256"]["distortion"] == "b"
-    if fmt != "parquet":  # a kill mid-write leaves half a line: resume must cope
-        with open(out, "a") as fh:
-            fh.write('{"path": "' if fmt == "jsonl" else '"cut')
-    files["changed"].write_bytes(b"new content")
-    writer = batch.RowWriter(out, fmt, paths, resume=True)
-    assert writer.done == {str(files["good"])}
-    writer.write(_fake_row(files["failed"], 4.0))
-    writer.close()
-    rows = batch.read_rows(out, fmt)
-    assert [(r["path"], r["score"]) for r in rows] == [(paths[0], 3.5), (paths[1], 4.0)]
-
-
-def test_parquet_journal_keeps_rows_of_a_killed_run(tmp_path):
-    pytest.importorskip("pyarrow")
-    video = tmp_path / "v.mp4"
-    video.write_bytes(b"v" * 10)
-    out = tmp_path / "rows.parquet"
-    writer = batch.RowWriter(out, "parquet", [str(video)])
-    writer.write(_fake_row(video, 3.0))
-    # no close(): the process was killed; the journal is readable JSONL
-    journal = out.with_name("rows.parquet.journal.jsonl")
-    assert jsonl(journal)[0]["score"] == 3.0 and not out.exists()
-    writer = batch.RowWriter(out, "parquet", [str(video)], resume=True)
-    assert writer.done == {str(video)}
-    writer.close()
-    assert [r["score"] for r in batch.read_rows(out)] == [3.0] and not journal.exists()
-
-
-# --------------------------------------------------------------------------- end to end
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
@@ -205,7 +101,7 @@ def test_directory_with_jobs_2_gives_a_row_per_video_and_exit_1(jobs2_run, eight
     assert cut["frame_times"][:3] == [0.0, 0.125, 0.875] and len(cut["frame_times"]) < 10
     for row in rows.values():
         assert row["size"] == os.path.getsize(row["path"]) and len(row["head_sha256"]) == 64
-        assert list(row) == list(batch.COLUMNS) and row["audit"] is None
+        assert list(row) == list(R.COLUMNS) and row["audit"] is None
     assert "1 failed" in result.stderr and "uvq: failed:" in result.stderr
 
 
@@ -275,7 +171,7 @@ def test_ctrl_c_keeps_finished_rows_leaves_no_ffmpeg_and_resume_finishes(
     result = run_uvq(args[3:] + ["--resume"])
     assert result.returncode == 1
     rows = jsonl(out)
-    assert sorted(r["path"] for r in rows) == sorted(batch.collect_inputs(str(eight)))
+    assert sorted(r["path"] for r in rows) == sorted(inputs.collect_inputs(str(eight)))
     assert sum(r["error"] is not None for r in rows) == 1  # only the text file
     # a second resume scores nothing and retries only the failed file
     again = run_uvq(args[3:] + ["--resume"])
@@ -330,16 +226,16 @@ def test_a_net_failing_mid_video_is_a_row_and_the_next_video_still_scores(clips)
     from uvq_int8.runtime import scoring
 
     paths = [str(p) for p in clips["clips"]]
-    spec = batch.WorkerSpec("fake", "", 1, scoring.ScoreOptions(), buffer_frames=2)
+    spec = workers.WorkerSpec("fake", "", 1, scoring.ScoreOptions(), buffer_frames=2)
     first: list[dict] = []
-    batch.run_worker(spec, _feeder(paths), first.append,
+    workers.run_worker(spec, _feeder(paths), first.append,
                      _FakeModels())
     assert [r["error"] for r in first] == [None, None, None]
     # fail on the second frame of the second video
     probe = _FakeModels()
-    batch.run_worker(spec, _feeder(paths[1:2]), lambda row: None, probe)
+    workers.run_worker(spec, _feeder(paths[1:2]), lambda row: None, probe)
     rows: list[dict] = []
-    batch.run_worker(spec, _feeder(paths), rows.append, _FakeModels(fail_on_mean=probe.seen[1]))
+    workers.run_worker(spec, _feeder(paths), rows.append, _FakeModels(fail_on_mean=probe.seen[1]))
     assert [r["path"] for r in rows] == paths
     assert rows[1]["error"] == "RuntimeError: boom" and rows[1]["score"] is None
     assert rows[0] == {**first[0], "seconds": rows[0]["seconds"]}

@@ -1,6 +1,6 @@
 """Batch result rows: one per video (``COLUMNS``), how they are built from a score, and
 the row files: JSON lines, CSV or Parquet (``RowWriter``, with ``--resume``), and upstream's
-``basename,score`` lines (``LegacyWriter``). ``uvq_int8.batch`` scores the videos.
+``basename,score`` lines (``LegacyWriter``). ``batch.workers`` scores the videos.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from uvq_int8.batch import FORMATS
 from uvq_int8.errors import UserError
 from uvq_int8.util import atomic_writer, sha256_bytes
 
-FORMATS = ("jsonl", "csv", "parquet")
 HEAD_BYTES = 1 << 20  # the file identity hashes this much of the start of the file
 
 # One row per video, in this order (also the column order of CSV and Parquet).

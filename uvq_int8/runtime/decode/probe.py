@@ -1,57 +1,26 @@
-"""Probing and streaming decode with ffmpeg, frames chosen exactly as upstream chooses them.
+"""Probing: what ffprobe says about a file (``probe``, once per video), upstream's frame
+plan (``sample_plan``), and the one stats type a decode fills in (``DecodeStats``).
 
-Upstream UVQ 1.5 runs ``ffmpeg -i F -vf [transpose=2,]scale=w=1920:h=1080:flags=bicubic,
-format=rgb24 -r FPS -f rawvideo`` through a shell into a temp file, then truncates or
-zero-pads the bytes to ``video_length * fps`` frames. Here the same frames arrive from a
-pipe, one at a time, through a small bounded queue filled by a reader thread, so decoding
-overlaps with inference and memory does not grow with the video's length. No shell, no
-temp file; file names are passed as ``file:`` URLs of absolute paths.
-
-``uvq_frames`` is the one source of decoded frames; it picks the decoder: this module's
-command-line path ("ffmpeg") or ``pyav_decoder`` ("pyav", the default, same frames).
-
-The command-line path has two decode methods that give the same bytes:
-
-- ``"upstream"``: upstream's single ffmpeg command, its output sent to a pipe.
-- ``"split"``: ffmpeg #1 decodes and lets ``-r FPS`` pick frames exactly as in upstream's
-  command, but writes them in the decoder's own pixel format; ffmpeg #2 runs upstream's
-  transpose/scale/format chain on those frames only. Upstream scales every source frame
-  before ``-r`` drops most of them; this scales only the frames that are kept (the
-  saving is largest for small sources; at 1080p the scale is only a colour conversion;
-  benchmarks/breakdown.py times decoding). ``-r``'s choice depends on timestamps and
-  the stream's frame rate, which the filters do not change, and the colour tags that the
-  raw pipe loses are restored with ``setparams``. It is used only where it was checked
-  bit-exact against the upstream command (see ``_split_supported``), and if its ffmpeg #1
-  stops with an error (a frame size change mid-stream, say) decoding carries on with
-  upstream's command after the frames already delivered.
+Both decoders take the probed ``VideoInfo`` and the plan, and never probe or plan again.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
+import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from uvq_int8 import config as _config
 from uvq_int8.errors import VideoError
-from uvq_int8.runtime.decoders import (END_OF_FRAMES, Pipeline, decode_commands, ffmpeg_url,
-                                       ffmpeg_version, upstream_filter)
 from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
 
-__all__ = ["FRAME_BYTES", "FRAME_SHAPE", "DecodeStats", "SamplePlan", "VideoInfo", "check_file",
-           "find_tool", "ffmpeg_version", "is_portrait", "iter_frames", "probe", "require_ffmpeg",
-           "sample_plan", "source_frame_times", "upstream_filter", "uvq_frames"]
-
-log = logging.getLogger(__name__)
 
 FRAME_SHAPE = (FRAME_HEIGHT, FRAME_WIDTH, 3)
 FRAME_BYTES = FRAME_HEIGHT * FRAME_WIDTH * 3
@@ -81,7 +50,7 @@ class VideoInfo:
     num_streams: int = 0
     frame_size: tuple[int, int] | None = None  # (width, height) of the first decoded frame
     format_name: str | None = None  # ffprobe's container name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
-    # Exact rationals, for reproducing the command line's -r frame choice (pyav_decoder):
+    # Exact rationals, for reproducing the command line's -r frame choice (decode.pyav):
     time_base: Fraction | None = None  # the stream's time base
     exact_frame_rate: Fraction | None = None  # r_frame_rate
     avg_frame_rate: Fraction | None = None
@@ -101,9 +70,10 @@ class SamplePlan:
 
 @dataclass
 class DecodeStats:
-    """Filled in by ``iter_frames`` while it runs; pass one in to inspect a decode."""
+    """What a decode did, filled in while it runs (pass one in to inspect a decode)."""
 
-    method: str = ""
+    decoder: str = ""  # "pyav" or "ffmpeg" (``uvq_frames``)
+    method: str = ""  # "pyav", "upstream", "split", or one handed over to the next
     commands: list[list[str]] = field(default_factory=list)
     frames_expected: int = 0
     real_frames: int = 0
@@ -111,7 +81,20 @@ class DecodeStats:
     max_queued: int = 0
     pids: list[int] = field(default_factory=list)
     seconds: float = 0.0
-    fallback: str = ""  # why the split decode handed over to upstream's command, if it did
+    fallback: str = ""  # why a decoder handed over to upstream's command line, if it did
+    # The packet-level decoder (``decode.pyav``):
+    skip_mode: str = ""  # "h264 nal_ref_idc", "hevc sub-layer non-reference", or why none
+    packets: int = 0  # video packets demuxed in the decoding pass
+    skipped_packets: int = 0  # never sent to the decoder
+    decoded_frames: int = 0
+    source_positions: list[int] = field(default_factory=list)  # presentation-order index
+
+
+def ffmpeg_url(path: str | Path) -> str:
+    """The URL ffmpeg and ffprobe are given for a local file."""
+    # An absolute path behind "file:" is never read as an option ("-x.mp4"), as stdin
+    # ("-"), or as another protocol ("a:b.mp4").
+    return "file:" + str(Path(os.path.abspath(os.fspath(path))))
 
 
 def find_tool(name: str, flag: str) -> str:
@@ -375,123 +358,3 @@ def source_frame_times(path: str | Path, fps: int, count: int,
         if len(times) >= count:
             break
     return times[:count]
-
-
-def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
-                ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
-                ffprobe: str = "ffprobe", method: str = "auto", queue_frames: int = 2,
-                stats: DecodeStats | None = None,
-                decode_threads: int | None = None) -> Iterator[np.ndarray]:
-    """Yield upstream's frames for ``path``: uint8 [1080,1920,3] RGB, exactly
-    ``video_length * fps`` of them (black frames pad a short decode, as upstream pads).
-
-    Probing, the frame plan and the ffmpeg check happen now (errors raise here); ffmpeg
-    starts on the first ``next()``. Closing the iterator early stops ffmpeg.
-    """
-    if info is None:
-        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
-    else:
-        check_file(path)
-    plan = sample_plan(info, fps)
-    binary = find_tool(ffmpeg, "--ffmpeg_path")
-    attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
-    stats = stats if stats is not None else DecodeStats()
-    stats.method = attempts[0][0]
-    stats.commands = [argv for _, cmds in attempts for argv in cmds]
-    stats.frames_expected = plan.num_frames
-    return _generate(str(path), attempts, plan, max(1, int(queue_frames)), stats)
-
-
-def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
-               ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", info: VideoInfo | None = None,
-               decode_threads: int | None = None, stats: DecodeStats | None = None,
-               decoder: str | None = None) -> Iterator[np.ndarray]:
-    """The frames ``uvq`` scores for ``path``: the one source of decoded frames.
-
-    Probes the video (an exact frame count for ``fps=-1``), transposes portrait videos as
-    upstream's batch mode does unless ``transpose`` says otherwise, then decodes with
-    ``decoder``: "pyav" (``pyav_decoder.iter_frames``, packet by packet) or "ffmpeg"
-    (``iter_frames``, the command line); None takes the configured one (``--decoder``,
-    ``UVQ_DECODER``, the config key ``decoder``, default pyav; ``uvq_int8.config``). Both
-    give the same frames. Scoring, build's calibration and validation videos, verify and
-    the benchmarks all decode through here, so they all see the same frames.
-
-    ``stats`` (a ``pyav_decoder.PacketStats``, made here when not given) records which
-    decoder ran, the packets it skipped and any fallback.
-    """
-    from uvq_int8.runtime import pyav_decoder  # it builds on this module
-
-    decoder = decoder or _config.resolve().decoder.value
-    if decoder not in _config.DECODERS:
-        raise VideoError(f"decoder must be one of {', '.join(_config.DECODERS)}, "
-                         f"got {decoder!r}")
-    if info is None:
-        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
-    if transpose is None:
-        transpose = is_portrait(info)
-    if stats is None:
-        stats = pyav_decoder.PacketStats()
-    if isinstance(stats, pyav_decoder.PacketStats):
-        stats.decoder = decoder
-    kwargs = dict(fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info, ffprobe=ffprobe,
-                  stats=stats, decode_threads=decode_threads)
-    if decoder == "ffmpeg":
-        return iter_frames(path, **kwargs)
-    if not isinstance(stats, pyav_decoder.PacketStats):
-        raise TypeError("the pyav decoder fills in a pyav_decoder.PacketStats")
-    return pyav_decoder.iter_frames(path, **kwargs)
-
-
-def _generate(name: str, attempts: list[tuple[str, list[list[str]]]], plan: SamplePlan,
-              queue_frames: int, stats: DecodeStats) -> Iterator[np.ndarray]:
-    started = time.perf_counter()
-    delivered = 0
-    try:
-        for number, (method, commands) in enumerate(attempts):
-            last_attempt = number == len(attempts) - 1
-            pipeline = Pipeline(commands, FRAME_BYTES, plan.num_frames, queue_frames, stats)
-            try:
-                produced = 0
-                while delivered < plan.num_frames:
-                    item = pipeline.get()
-                    if item is END_OF_FRAMES:
-                        break
-                    if isinstance(item, BaseException):
-                        raise VideoError(f"{name}: reading frames from ffmpeg failed "
-                                         f"({item})") from item
-                    produced += 1
-                    if produced <= delivered:
-                        continue  # already delivered by the previous attempt
-                    delivered += 1
-                    stats.real_frames = delivered
-                    yield item.reshape(FRAME_SHAPE)
-                if delivered == plan.num_frames:
-                    return
-                codes = pipeline.wait()
-                failed = [code for code in codes if code != 0]
-                if failed and not last_attempt:
-                    stats.fallback = f"{method} stopped: {pipeline.last_error_line()}"
-                    stats.method = f"{method}+{attempts[number + 1][0]}"
-                    log.info("%s: %s; continuing with upstream's command", name, stats.fallback)
-                    continue
-                why = pipeline.last_error_line()
-                if failed:
-                    why = f"exit code {failed[0]}: {why}"
-                if delivered == 0:
-                    raise VideoError(f"{name}: ffmpeg decoded no frames ({why}); the file may "
-                                     "be truncated or corrupt")
-                if failed:  # upstream's check_output raises here too
-                    raise VideoError(f"{name}: ffmpeg failed after {delivered} frames ({why}); "
-                                     "check the file")
-                break
-            finally:
-                pipeline.close()
-        log.warning("%s: decoding may be truncated: %d bytes (%d frames) < %d bytes (%d frames), "
-                    "or video length (%ds) may be incorrect; padding with black frames as "
-                    "upstream does", name, delivered * FRAME_BYTES, delivered,
-                    plan.num_frames * FRAME_BYTES, plan.num_frames, plan.video_length)
-        for _ in range(plan.num_frames - delivered):
-            stats.padded_frames += 1
-            yield np.zeros(FRAME_SHAPE, np.uint8)
-    finally:
-        stats.seconds = time.perf_counter() - started

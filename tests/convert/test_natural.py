@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from uvq_int8.convert import natural as N
-from uvq_int8.runtime import video
+from uvq_int8.runtime.decode import ffmpeg_cli
+from uvq_int8.runtime.decode import probe as probing
 
 pytest.importorskip("skimage")
 
@@ -54,9 +55,9 @@ def test_a_set_is_decoded_as_uvq_decodes_and_hashed(tmp_path):
     # The first clip again, encoded here and decoded by uvq's own decoder: the same frames.
     spec = made.clips[0]
     clip = N.encode_clip(spec, tmp_path / "clip.mp4")
-    info = video.probe(clip)
+    info = probing.probe(clip)
     assert (info.width, info.height) == (spec.width, spec.height)
-    frames = list(video.iter_frames(clip, fps=1, transpose=video.is_portrait(info)))
+    frames = list(ffmpeg_cli.iter_frames(clip, fps=1, transpose=probing.is_portrait(info)))
     assert len(frames) == N.SECONDS_PER_CLIP
     np.testing.assert_array_equal(frames[0], made.frames[0])
     record = made.record()

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8.runtime import pyav_decoder, video
+from uvq_int8.runtime.decode import ffmpeg_cli, pyav
+from uvq_int8.runtime.decode import probe as probing
 
 pytestmark = [pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                  reason="ffmpeg/ffprobe not installed"),
@@ -72,9 +73,9 @@ class Outcome:
     frames: int
     cli_frames: int
     max_diff: int
-    stats: pyav_decoder.PacketStats
-    cli_stats: video.DecodeStats
-    info: video.VideoInfo
+    stats: probing.DecodeStats
+    cli_stats: probing.DecodeStats
+    info: probing.VideoInfo
     seconds: float
 
 
@@ -93,13 +94,13 @@ def _corrupt(src: Path, out: Path) -> Path:
 
 
 def compare(path: Path, fps: int, threads: int | None = None) -> Outcome:
-    info = video.probe(path, count_frames=fps == -1)
-    transpose = video.is_portrait(info)
-    cli_stats, stats = video.DecodeStats(), pyav_decoder.PacketStats()
+    info = probing.probe(path, count_frames=fps == -1)
+    transpose = probing.is_portrait(info)
+    cli_stats, stats = probing.DecodeStats(), probing.DecodeStats()
     started = time.monotonic()
-    cli = video.iter_frames(path, fps=fps, transpose=transpose, info=info, stats=cli_stats,
+    cli = ffmpeg_cli.iter_frames(path, fps=fps, transpose=transpose, info=info, stats=cli_stats,
                             decode_threads=threads)
-    new = pyav_decoder.iter_frames(path, fps=fps, transpose=transpose, info=info, stats=stats,
+    new = pyav.iter_frames(path, fps=fps, transpose=transpose, info=info, stats=stats,
                                    decode_threads=threads)
     worst, count, cli_count = 0, 0, 0
     for a, b in zip(cli, new):
@@ -201,8 +202,8 @@ def test_corrupt_packets_hand_over_where_they_are_met(matrix):
 def test_golden_frames(reference_dir):
     for name in ("sample_landscape", "sample_portrait"):
         golden = np.load(reference_dir / f"{name}.golden.npz")
-        stats = pyav_decoder.PacketStats()
-        frames = list(pyav_decoder.iter_frames(reference_dir / f"{name}.mp4",
+        stats = probing.DecodeStats()
+        frames = list(pyav.iter_frames(reference_dir / f"{name}.mp4",
                                                transpose=bool(golden["transpose"]), stats=stats))
         stored = golden["frames_uint8"]
         assert len(frames) == int(golden["video_length"]) * int(golden["fps"])
@@ -213,10 +214,10 @@ def test_golden_frames(reference_dir):
 
 
 def test_closing_early_stops_cleanly(reference_dir):
-    frames = pyav_decoder.iter_frames(reference_dir / "sample_landscape.mp4")
+    frames = pyav.iter_frames(reference_dir / "sample_landscape.mp4")
     first = next(frames)
     frames.close()
-    assert first.shape == video.FRAME_SHAPE
+    assert first.shape == probing.FRAME_SHAPE
 
 
 def test_another_ffmpeg_version_hands_over_to_the_cli(reference_dir, tmp_path):
@@ -226,8 +227,8 @@ def test_another_ffmpeg_version_hands_over_to_the_cli(reference_dir, tmp_path):
     wrapper.write_text('#!/bin/sh\nif [ "$2" = "-version" ]; then echo "ffmpeg version 6.1.1"; '
                        'exit 0; fi\nexec ffmpeg "$@"\n')
     wrapper.chmod(0o755)
-    stats = pyav_decoder.PacketStats()
-    frames = list(pyav_decoder.iter_frames(reference_dir / "sample_landscape.mp4",
+    stats = probing.DecodeStats()
+    frames = list(pyav.iter_frames(reference_dir / "sample_landscape.mp4",
                                            ffmpeg=str(wrapper), stats=stats))
     assert stats.decoder == "ffmpeg" and stats.skipped_packets == 0
     assert stats.fallback == ("frame choice reproduced for ffmpeg 5.1, "
@@ -244,9 +245,9 @@ def test_stopping_early_with_decoder_threads_never_hangs(tmp_path):
     times, finishes."""
     src = _ffmpeg(CLIPS["h264_bpyramid"][0], tmp_path / "src.mp4")
     clip = _corrupt(src, tmp_path / "corrupt.mp4")
-    info = video.probe(clip)
+    info = probing.probe(clip)
     for _ in range(30):
-        frames = pyav_decoder.iter_frames(clip, fps=1, info=info, decode_threads=None)
+        frames = pyav.iter_frames(clip, fps=1, info=info, decode_threads=None)
         next(frames)
         frames.close()
     assert av.logging.get_level() is None

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uvq_int8.runtime import decoders, video
+from uvq_int8.runtime.decode import ffmpeg_cli, pipe, verified
+from uvq_int8.runtime.decode import probe as probing
 from uvq_int8.errors import VideoError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
@@ -41,20 +42,20 @@ def make_clip(out: Path, rate: str = "30", seconds: float = 2.0, size: str = "32
 def upstream_bytes(path: Path, fps: int, transpose: bool, tmp: Path) -> bytes:
     """Upstream's load_video_1p5 byte string: its ffmpeg command into a temp file,
     truncated or zero-padded to video_length * fps frames (video_length = ceil(duration))."""
-    info = video.probe(path)
+    info = probing.probe(path)
     out = tmp / "upstream.rgb"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf",
-                    video.upstream_filter(transpose), "-r", str(fps), "-f", "rawvideo",
+                    verified.upstream_filter(transpose), "-r", str(fps), "-f", "rawvideo",
                     "-pix_fmt", "rgb24", "-y", str(out)], check=True)
-    need = math.ceil(info.duration) * fps * video.FRAME_BYTES
+    need = math.ceil(info.duration) * fps * probing.FRAME_BYTES
     raw = out.read_bytes()[:need]
     out.unlink()
     return raw + bytes(need - len(raw))
 
 
-def decoded_bytes(path: Path, **kwargs) -> tuple[bytes, video.DecodeStats]:
-    stats = video.DecodeStats()
-    data = b"".join(f.tobytes() for f in video.iter_frames(path, stats=stats, **kwargs))
+def decoded_bytes(path: Path, **kwargs) -> tuple[bytes, probing.DecodeStats]:
+    stats = probing.DecodeStats()
+    data = b"".join(f.tobytes() for f in ffmpeg_cli.iter_frames(path, stats=stats, **kwargs))
     return data, stats
 
 
@@ -79,52 +80,52 @@ def landscape(reference_dir) -> Path:
 
 
 def same_ffmpeg_as_goldens(golden) -> bool:
-    return video.ffmpeg_version() == str(golden["ffmpeg_version"])
+    return verified.ffmpeg_version() == str(golden["ffmpeg_version"])
 
 
 # --- probing and the frame plan -------------------------------------------------------
 
 def test_probe_reports_what_upstream_derives(sample):
     path, golden = sample
-    info = video.probe(path)
+    info = probing.probe(path)
     assert info.duration == pytest.approx(float(golden["duration_s"]))
     assert info.orig_fps == int(golden["orig_fps"])
     assert info.nb_frames == int(golden["num_source_frames"])
     assert info.has_video and info.codec == "h264"
-    assert video.is_portrait(info) == bool(golden["transpose"])
+    assert probing.is_portrait(info) == bool(golden["transpose"])
 
 
 def test_portrait_sample_is_detected_as_portrait(reference_dir):
-    info = video.probe(reference_dir / "sample_portrait.mp4")
+    info = probing.probe(reference_dir / "sample_portrait.mp4")
     assert (info.width, info.height) == (360, 640)
-    assert video.is_portrait(info)
+    assert probing.is_portrait(info)
 
 
 def test_plan_matches_upstream_length_and_frame_indices(sample):
     path, golden = sample
-    plan = video.sample_plan(video.probe(path), fps=int(golden["fps"]))
+    plan = probing.sample_plan(probing.probe(path), fps=int(golden["fps"]))
     assert plan.video_length == int(golden["video_length"])
     assert plan.num_frames == int(golden["video_length"]) * int(golden["fps"])
     assert list(plan.frame_indices) == golden["frame_indices"].tolist()
 
 
-def _info(**kw) -> video.VideoInfo:
+def _info(**kw) -> probing.VideoInfo:
     base = dict(path="x.mp4", width=640, height=360, duration=5.0, r_frame_rate=30.0,
                 orig_fps=30, nb_frames=150, nb_frames_counted=True, has_video=True,
                 codec="h264")
     base.update(kw)
-    return video.VideoInfo(**base)
+    return probing.VideoInfo(**base)
 
 
 def test_plan_for_every_frame_uses_orig_fps_and_frame_count():
-    plan = video.sample_plan(_info(r_frame_rate=30000 / 1001, nb_frames=151, duration=5.04),
+    plan = probing.sample_plan(_info(r_frame_rate=30000 / 1001, nb_frames=151, duration=5.04),
                              fps=-1)
     assert (plan.fps, plan.video_length, plan.num_frames) == (30, 6, 180)
     assert plan.frame_indices[:4] == (0, 1, 2, 3)
 
 
 def test_plan_reports_upstream_frame_indices_for_other_rates():
-    plan = video.sample_plan(_info(duration=2.5, orig_fps=24), fps=5)
+    plan = probing.sample_plan(_info(duration=2.5, orig_fps=24), fps=5)
     assert plan.video_length == 3 and plan.num_frames == 15
     # int(round(i * 24 / 5)), Python's round, as upstream reports them
     assert plan.frame_indices[:6] == (0, 5, 10, 14, 19, 24)
@@ -132,15 +133,15 @@ def test_plan_reports_upstream_frame_indices_for_other_rates():
 
 def test_plan_rejects_zero_length_and_bad_fps():
     with pytest.raises(VideoError, match="zero length"):
-        video.sample_plan(_info(duration=0.0, nb_frames=0), fps=1)
+        probing.sample_plan(_info(duration=0.0, nb_frames=0), fps=1)
     with pytest.raises(VideoError, match="fps"):
-        video.sample_plan(_info(), fps=0)
+        probing.sample_plan(_info(), fps=0)
 
 
 def test_frame_rate_is_rounded_up_like_upstream():
-    assert video.parse_rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
-    assert video.parse_rate("25/1") == (25.0, 25)
-    assert video.parse_rate("0/0") == (None, None)
+    assert probing.parse_rate("30000/1001") == (pytest.approx(29.97, abs=1e-3), 30)
+    assert probing.parse_rate("25/1") == (25.0, 25)
+    assert probing.parse_rate("0/0") == (None, None)
 
 
 # --- frames equal upstream's -----------------------------------------------------------
@@ -148,8 +149,8 @@ def test_frame_rate_is_rounded_up_like_upstream():
 @pytest.mark.parametrize("method", ["upstream", "auto"])
 def test_frames_are_upstreams_bit_for_bit(sample, method):
     path, golden = sample
-    stats = video.DecodeStats()
-    frames = list(video.iter_frames(path, fps=int(golden["fps"]),
+    stats = probing.DecodeStats()
+    frames = list(ffmpeg_cli.iter_frames(path, fps=int(golden["fps"]),
                                     transpose=bool(golden["transpose"]), method=method,
                                     stats=stats))
     assert len(frames) == int(golden["video_length"]) * int(golden["fps"])
@@ -184,7 +185,7 @@ def test_split_decode_follows_display_rotation(tmp_path):
     plain = make_clip(tmp_path / "plain.mp4", "25", 1.0)
     rotated = ffmpeg_make(tmp_path / "rot.mp4", "-i", str(plain), "-c", "copy",
                           "-metadata:s:v:0", "rotate=90")
-    assert abs(video.probe(rotated).rotation) == 90
+    assert abs(probing.probe(rotated).rotation) == 90
     ours, stats = decoded_bytes(rotated, fps=2, transpose=True, method="split")
     assert stats.method == "split" and not stats.fallback
     assert ours == upstream_bytes(rotated, 2, True, tmp_path)
@@ -232,8 +233,8 @@ def test_hostile_file_names_are_read_and_execute_nothing(tmp_path, monkeypatch, 
                                                          name):
     shutil.copy(landscape, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    assert video.probe(name).duration == pytest.approx(5.0)
-    frames = video.iter_frames(name, fps=1)
+    assert probing.probe(name).duration == pytest.approx(5.0)
+    frames = ffmpeg_cli.iter_frames(name, fps=1)
     first = next(frames)
     frames.close()
     assert first.shape == (1080, 1920, 3) and first.any()
@@ -243,8 +244,8 @@ def test_hostile_file_names_are_read_and_execute_nothing(tmp_path, monkeypatch, 
 
 def test_closing_early_stops_ffmpeg_and_the_reader_thread(landscape):
     for method in ("upstream", "split"):
-        stats = video.DecodeStats()
-        frames = video.iter_frames(landscape, fps=5, method=method, stats=stats)
+        stats = probing.DecodeStats()
+        frames = ffmpeg_cli.iter_frames(landscape, fps=5, method=method, stats=stats)
         next(frames)
         started = time.monotonic()
         frames.close()
@@ -254,8 +255,8 @@ def test_closing_early_stops_ffmpeg_and_the_reader_thread(landscape):
 
 
 def test_abandoned_iterator_is_cleaned_up_by_garbage_collection(landscape):
-    stats = video.DecodeStats()
-    frames = video.iter_frames(landscape, fps=5, stats=stats)
+    stats = probing.DecodeStats()
+    frames = ffmpeg_cli.iter_frames(landscape, fps=5, stats=stats)
     next(frames)
     del frames
     gc.collect()
@@ -264,8 +265,8 @@ def test_abandoned_iterator_is_cleaned_up_by_garbage_collection(landscape):
 
 
 def test_nothing_starts_before_the_first_frame_is_asked_for(landscape):
-    stats = video.DecodeStats()
-    video.iter_frames(landscape, stats=stats)
+    stats = probing.DecodeStats()
+    ffmpeg_cli.iter_frames(landscape, stats=stats)
     assert stats.pids == []
 
 
@@ -276,14 +277,14 @@ def test_ffmpeg_is_stopped_once_the_last_frame_is_read():
     frame_bytes = 12
     writer = ("import sys, time; sys.stdout.buffer.write(bytes(range(36))); "
               "sys.stdout.flush(); time.sleep(60)")
-    pipeline = decoders.Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
-                               video.DecodeStats())
+    pipeline = pipe.Pipeline([[sys.executable, "-c", writer]], frame_bytes, 3, 4,
+                               probing.DecodeStats())
     try:
         frames = [pipeline.get() for _ in range(3)]
         assert [bytes(f[:2]) for f in frames] == [b"\x00\x01", b"\x0c\x0d", b"\x18\x19"]
         proc = pipeline.procs[0]
         proc.wait(timeout=10)  # without the stop this waits for the stand-in's minute
-        assert pipeline.get() is decoders.END_OF_FRAMES
+        assert pipeline.get() is pipe.END_OF_FRAMES
     finally:
         pipeline.close()
 
@@ -292,9 +293,9 @@ def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
     # ffmpeg's frame-threaded rawvideo encoder held a frame back until the next arrived,
     # so at fps=1 each frame waited for another second of video to be decoded.
     clip = make_clip(tmp_path / "c.mp4", "25", 1.0)
-    info = video.probe(clip)
-    plan = video.sample_plan(info, 1)
-    first, second = decoders.split_commands(decoders.ffmpeg_url(clip), info, plan, False, "ffmpeg")
+    info = probing.probe(clip)
+    plan = probing.sample_plan(info, 1)
+    first, second = ffmpeg_cli.split_commands(probing.ffmpeg_url(clip), info, plan, False, "ffmpeg")
     w, h = info.frame_size
     one_frame = subprocess.run(first, capture_output=True, check=True).stdout[:w * h * 3 // 2]
     proc = subprocess.Popen(second, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -304,10 +305,10 @@ def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
         proc.stdin.flush()  # and stdin stays open: no end of input to flush the frame out
         got = bytearray()
         reader = threading.Thread(
-            target=lambda: got.extend(proc.stdout.read(video.FRAME_BYTES)), daemon=True)
+            target=lambda: got.extend(proc.stdout.read(probing.FRAME_BYTES)), daemon=True)
         reader.start()
         reader.join(timeout=20)
-        assert len(got) == video.FRAME_BYTES
+        assert len(got) == probing.FRAME_BYTES
     finally:
         proc.kill()
         proc.wait()
@@ -315,11 +316,11 @@ def test_split_second_ffmpeg_passes_each_frame_on_at_once(tmp_path):
 
 def test_memory_stays_bounded_by_the_queue(tmp_path):
     clip = make_clip(tmp_path / "hd.mp4", "30", 3.0, "1920x1080")
-    stats = video.DecodeStats()
+    stats = probing.DecodeStats()
     tracemalloc.start()
     try:
         count = 0
-        for frame in video.iter_frames(clip, fps=5, queue_frames=2, stats=stats):
+        for frame in ffmpeg_cli.iter_frames(clip, fps=5, queue_frames=2, stats=stats):
             count += 1
             time.sleep(0.02)  # a slow consumer: the reader must wait, not pile up frames
         _, peak = tracemalloc.get_traced_memory()
@@ -328,41 +329,41 @@ def test_memory_stays_bounded_by_the_queue(tmp_path):
     assert count == 15
     assert stats.max_queued <= 2
     # queued frames + the one being read + the one the consumer holds + slack
-    assert peak < 6 * video.FRAME_BYTES
+    assert peak < 6 * probing.FRAME_BYTES
 
 
 # --- errors ---------------------------------------------------------------------------
 
 def test_missing_file(tmp_path):
     with pytest.raises(VideoError, match="nope.mp4.*no such file"):
-        video.iter_frames(tmp_path / "nope.mp4")
+        ffmpeg_cli.iter_frames(tmp_path / "nope.mp4")
 
 
 def test_empty_file(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match="empty.mp4.*empty"):
-        video.probe(tmp_path / "empty.mp4")
+        probing.probe(tmp_path / "empty.mp4")
 
 
 def test_text_file_named_mp4(tmp_path):
     path = tmp_path / "notes.mp4"
     path.write_text("this is not a video\n" * 50)
     with pytest.raises(VideoError, match="notes.mp4.*not a readable video"):
-        video.iter_frames(path)
+        ffmpeg_cli.iter_frames(path)
 
 
 def test_audio_only_file(tmp_path):
     path = ffmpeg_make(tmp_path / "tone.m4a", "-f", "lavfi", "-i", "sine=duration=1",
                        "-c:a", "aac")
     with pytest.raises(VideoError, match="tone.m4a.*no video stream.*audio-only"):
-        video.probe(path)
+        probing.probe(path)
 
 
 def test_video_without_frames(tmp_path):
     path = ffmpeg_make(tmp_path / "noframes.mp4", "-f", "lavfi", "-i", "testsrc2=size=64x64",
                        "-frames:v", "0", "-c:v", "libx264")
     with pytest.raises(VideoError, match="noframes.mp4"):
-        list(video.iter_frames(path))
+        list(ffmpeg_cli.iter_frames(path))
 
 
 def test_truncated_video_without_a_whole_frame(tmp_path, landscape):
@@ -370,7 +371,7 @@ def test_truncated_video_without_a_whole_frame(tmp_path, landscape):
     cut = data.index(b"mdat") + 200  # the index (moov) survives, the pictures do not
     path = tmp_path / "cut.mp4"
     path.write_bytes(data[:cut])
-    frames = video.iter_frames(path)  # probing still succeeds
+    frames = ffmpeg_cli.iter_frames(path)  # probing still succeeds
     with pytest.raises(VideoError, match="cut.mp4.*decoded no frames"):
         list(frames)
     assert not reader_threads()
@@ -379,9 +380,9 @@ def test_truncated_video_without_a_whole_frame(tmp_path, landscape):
 def test_truncated_video_is_padded_with_black_frames_like_upstream(tmp_path, landscape, caplog):
     path = tmp_path / "half.mp4"
     path.write_bytes(landscape.read_bytes()[: landscape.stat().st_size // 2])
-    stats = video.DecodeStats()
-    with caplog.at_level(logging.WARNING, logger="uvq_int8.runtime.video"):
-        frames = list(video.iter_frames(path, fps=2, stats=stats))
+    stats = probing.DecodeStats()
+    with caplog.at_level(logging.WARNING, logger="uvq_int8.runtime.decode.ffmpeg_cli"):
+        frames = list(ffmpeg_cli.iter_frames(path, fps=2, stats=stats))
     assert len(frames) == 10
     assert 0 < stats.padded_frames < 10
     assert not frames[-1].any() and frames[0].any()
@@ -391,9 +392,9 @@ def test_truncated_video_is_padded_with_black_frames_like_upstream(tmp_path, lan
 
 def test_missing_ffmpeg_and_ffprobe_name_their_flags(tmp_path, landscape):
     with pytest.raises(VideoError, match="--ffprobe_path"):
-        video.probe(landscape, ffprobe=str(tmp_path / "no-ffprobe"))
+        probing.probe(landscape, ffprobe=str(tmp_path / "no-ffprobe"))
     with pytest.raises(VideoError, match="--ffmpeg_path"):
-        video.iter_frames(landscape, ffmpeg=str(tmp_path / "no-ffmpeg"))
+        ffmpeg_cli.iter_frames(landscape, ffmpeg=str(tmp_path / "no-ffmpeg"))
 
 
 def test_ffmpeg_failure_reports_its_last_stderr_line(tmp_path, landscape):
@@ -403,7 +404,7 @@ def test_ffmpeg_failure_reports_its_last_stderr_line(tmp_path, landscape):
     fake.chmod(0o755)
     with pytest.raises(VideoError, match=r"sample_landscape.mp4.*no frames.*exit code 3: "
                                          r"boom: decoder exploded"):
-        list(video.iter_frames(landscape, ffmpeg=str(fake), method="upstream"))
+        list(ffmpeg_cli.iter_frames(landscape, ffmpeg=str(fake), method="upstream"))
 
 
 # --------------------------------------------------------------------------- terminals
@@ -441,9 +442,9 @@ def test_the_harness_sees_an_ffmpeg_stopped_on_the_terminal(tmp_path):
 
 @pytest.mark.parametrize("decoder", ["ffmpeg", "pyav"])
 def test_decoding_in_a_background_job_of_a_terminal_finishes(reference_dir, tmp_path, decoder):
-    code = ("import sys; from uvq_int8 import synthetic; from uvq_int8.runtime import video; "
+    code = ("import sys; from uvq_int8 import synthetic; from uvq_int8.runtime import decode; "
             "clip = synthetic.write_clip(sys.argv[1], seconds=2); "
-            "print('frames', sum(1 for _ in video.uvq_frames(clip, decoder=sys.argv[2])))")
+            "print('frames', sum(1 for _ in decode.uvq_frames(clip, decoder=sys.argv[2])))")
     out = _in_a_background_job(code, str(tmp_path / "clip.mp4"), decoder)
     assert "frames 2" in out and "exit=0" in out, out
 
@@ -451,12 +452,12 @@ def test_decoding_in_a_background_job_of_a_terminal_finishes(reference_dir, tmp_
 def test_every_ffmpeg_command_line_in_the_repository_has_nostdin():
     """A static guard for the check above: each list that starts an ffmpeg (a literal
     "ffmpeg" or a variable named ffmpeg/binary first) says -nostdin, directly or through
-    decoders' _QUIET options."""
+    ffmpeg_cli's _QUIET options."""
     import ast
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     missing = []
-    for path in [*(repo / "uvq_int8").rglob("*.py"), *(repo / "tests").glob("*.py"),
+    for path in [*(repo / "uvq_int8").rglob("*.py"), *(repo / "tests").rglob("*.py"),
                  *(repo / "benchmarks").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.List) or not node.elts:

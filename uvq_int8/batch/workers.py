@@ -1,12 +1,11 @@
-"""Scoring many videos: inputs and ``--jobs`` workers (the rows: ``uvq_int8.rows``).
+"""``--jobs`` workers: each video of a batch to one row (``batch.rows``).
 
-A batch is a list of paths (from a ``.txt`` list, a directory or stdin). Each video gives
-one row (``COLUMNS``); a video that cannot be scored gives a row with its ``error``, never
-only a stderr line. Rows are written by one writer, the calling process, as each video
-finishes, so a killed run keeps every finished row.
+Each video gives one row; a video that cannot be scored gives a row with its ``error``,
+never only a stderr line. Rows are written by one writer, the calling process, as each
+video finishes, so a killed run keeps every finished row.
 
 Workers (``score_paths``) each load the models once. In each worker a decode thread works
-one video ahead of the nets: it probes, decodes (``runtime.video.uvq_frames``, the one
+one video ahead of the nets: it probes, decodes (``runtime.decode.uvq_frames``, the one
 source of decoded frames) and queues upstream's frames in a queue bounded in frames, so the
 next video's decoding overlaps with this one's scoring while a worker holds at most
 ``buffer_frames`` decoded frames beyond those in the decoder's own small pipe queue.
@@ -17,99 +16,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import queue
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import Callable, Iterator
 
 import numpy as np
 
 from uvq_int8 import runtime
-from uvq_int8.runtime import scoring, video
-from uvq_int8.runtime.pyav_decoder import PacketStats
-# The rows and row files live in uvq_int8.rows; these names stay importable from here.
-from uvq_int8.rows import (COLUMNS, FORMATS, HEAD_BYTES, BatchError, FileIdentity,  # noqa: F401
-                           LegacyWriter, RowWriter, arrow_schema, empty_row, error_row,
-                           failure_message, file_identity, keep_on_resume, pooled, read_rows,
-                           result_row, rows_to_table)
+from uvq_int8.runtime import decode, scoring
+from uvq_int8.runtime.decode import pipe
+from uvq_int8.runtime.decode import probe as probing
+from uvq_int8.batch.rows import BatchError, error_row, failure_message, file_identity, result_row
 from uvq_int8.util import usable_cores
 
 log = logging.getLogger(__name__)
 
-# Matched case-insensitively when a directory is given.
-VIDEO_EXTENSIONS = ("3gp", "avi", "flv", "m2ts", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg",
-                    "mts", "mxf", "ogv", "ts", "webm", "wmv", "y4m")
 BUFFER_FRAMES = 4  # decoded 1080p frames a worker queues ahead of the nets (~6 MB each)
-
-# --------------------------------------------------------------------------- inputs
-
-def is_video_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
-
-
-def _read_list(lines: Iterable[str]) -> list[str]:
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def scan_directory(root: str | Path) -> list[str]:
-    """Video files under ``root``, recursively, sorted; each real file once, loops ended."""
-    root = Path(root)
-    seen_dirs: set[str] = set()
-    seen_files: set[str] = set()
-    found: list[str] = []
-
-    def walk(directory: Path) -> None:
-        real = os.path.realpath(directory)
-        if real in seen_dirs:
-            return  # a symlink loop, or a second link to a directory already walked
-        seen_dirs.add(real)
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            log.warning("%s: cannot list (%s); skipped", directory, exc.strerror)
-            return
-        for entry in entries:
-            path = Path(entry.path)
-            try:
-                is_dir = entry.is_dir()  # follows symlinks
-            except OSError:
-                continue
-            if is_dir:
-                walk(path)
-            elif is_video_name(entry.name):
-                real_file = os.path.realpath(path)
-                if real_file not in seen_files:
-                    seen_files.add(real_file)
-                    found.append(str(path))
-
-    if not root.is_dir():
-        raise BatchError(f"{root}: not a directory")
-    walk(root)
-    return found
-
-
-def collect_inputs(spec: str, stdin: TextIO | None = None) -> list[str]:
-    """The videos named by ``spec``: a ``.txt`` list, a directory, or ``-`` (a list on stdin)."""
-    if spec == "-":
-        return _read_list((stdin or sys.stdin).read().splitlines())
-    path = Path(spec)
-    if path.is_dir():
-        return scan_directory(path)
-    if spec.endswith(".txt"):
-        if not path.is_file():
-            raise BatchError(f"video list {path} not found")
-        return _read_list(path.read_text().splitlines())
-    raise BatchError(f"{spec}: give a .txt list of videos, a directory, or - for a list on stdin")
-
-
-def is_batch_input(spec: str) -> bool:
-    return spec == "-" or spec.endswith(".txt") or Path(spec).is_dir()
-
 
 # --------------------------------------------------------------------------- one worker
 
@@ -137,7 +62,7 @@ class _Start:
 
 
 class _Finish:
-    def __init__(self, stats: video.DecodeStats, times):
+    def __init__(self, stats: probing.DecodeStats, times):
         self.stats, self.times = stats, times
 
 
@@ -155,21 +80,14 @@ class Prefetcher(threading.Thread):
         self.next_path = next_path
         self.spec = spec
         self.decode_threads = decode_threads
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, spec.buffer_frames))
-        self.stop = threading.Event()
+        self.queue = pipe.BoundedQueue(spec.buffer_frames)
 
     def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return self.queue.put(item)
 
     def run(self) -> None:
         try:
-            while not self.stop.is_set():
+            while not self.queue.stopped:
                 path = self.next_path()
                 if path is None:
                     break
@@ -186,9 +104,9 @@ class Prefetcher(threading.Thread):
         frames = None
         try:
             info = scoring.probe(path, options)
-            plan = video.sample_plan(info, options.fps)
-            stats = PacketStats()
-            frames = video.uvq_frames(path, fps=options.fps, transpose=options.transpose,
+            plan = probing.sample_plan(info, options.fps)
+            stats = probing.DecodeStats()
+            frames = decode.uvq_frames(path, fps=options.fps, transpose=options.transpose,
                                       ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
                                       stats=stats, decode_threads=self.decode_threads,
                                       decoder=options.decoder)
@@ -197,7 +115,7 @@ class Prefetcher(threading.Thread):
             for frame in frames:
                 if not self._put(frame):
                     return
-            times = video.source_frame_times(path, plan.fps, stats.real_frames, options.ffprobe)
+            times = probing.source_frame_times(path, plan.fps, stats.real_frames, options.ffprobe)
             self._put(_Finish(stats, times))
         except Exception as exc:
             self._put(_Failed(path, identity, exc, started))
@@ -206,10 +124,9 @@ class Prefetcher(threading.Thread):
                 frames.close()  # stops ffmpeg if decoding ended early
 
     def close(self) -> None:
-        self.stop.set()
+        self.queue.stop()
         while self.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self.queue.get_nowait()  # unblocks a put; the thread then sees the flag
+            self.queue.drain()  # unblocks a put; the thread then sees the stop
             self.join(timeout=0.05)
 
 
@@ -239,13 +156,6 @@ def _skip_rest(prefetch: Prefetcher, finish: list) -> None:
         return
     while not isinstance(prefetch.queue.get(), (_Finish, _Failed)):
         pass
-
-
-def _warnings(stats: video.DecodeStats, expected: int) -> list[str]:
-    if stats.padded_frames:
-        return [f"decoding may be truncated: {stats.real_frames} of {expected} frames decoded; "
-                f"{stats.padded_frames} black frames padded as upstream does"]
-    return []
 
 
 def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
@@ -282,9 +192,10 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
                 emit(error_row(item.path, failure_message(exc), item.identity))
                 _skip_rest(prefetch, finish)
                 continue
-            done = finish[0] if finish else _Finish(video.DecodeStats(), None)
+            done = finish[0] if finish else _Finish(probing.DecodeStats(), None)
             emit(result_row(item.path, item.identity, results, done.times,
-                            _warnings(done.stats, item.frames_expected)))
+                            scoring.decode_warnings(done.stats, item.frames_expected)
+                            + results["warnings"]))
     finally:
         prefetch.close()
 

@@ -300,3 +300,4 @@ def test_each_rejected_look_is_recorded_with_its_own_choice():
     assert result.as_dict()["rejected"] == looks[0]
     result.take(auto.NetChoice("fp16_weights"), auto.NetChoice("float32"), m, 650.0)
     assert result.content.recipe == "fp16_weights" and result.modelled_ms["chosen"] == 650.0
+

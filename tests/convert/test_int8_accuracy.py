@@ -226,12 +226,12 @@ def test_percentile_ranges_gain_3_db_on_the_trained_content_net(trained_content_
 def test_the_one_patch_variant_gives_each_patch_of_the_full_net_bit_for_bit(built_models):
     from uvq_int8.convert import natural
     from uvq_int8.runtime import frames as F
-    from uvq_int8.runtime.interpreter import _interpreter_class
+    from uvq_int8.runtime.interpreter import interpreter_class
 
     full_bytes = (built_models / "distortion_net.tflite").read_bytes()
     one_bytes = T.one_item_variant(full_bytes)
-    full = _interpreter_class()(model_content=full_bytes, num_threads=2)
-    one = _interpreter_class()(model_content=one_bytes, num_threads=2)
+    full = interpreter_class()(model_content=full_bytes, num_threads=2)
+    one = interpreter_class()(model_content=one_bytes, num_threads=2)
     for interp in (full, one):
         interp.allocate_tensors()
     assert list(one.get_input_details()[0]["shape"]) == [1, 360, 640, 3]

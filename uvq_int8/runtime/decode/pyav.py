@@ -1,10 +1,10 @@
 """Packet-level decoding with PyAV: upstream's frames, decoding only what they need.
 
 ``decoder="pyav"`` gives the same frames as the ffmpeg command-line path
-(``uvq_int8.runtime.video``, ``decoder="ffmpeg"``), byte for byte, with less work:
+(``decode.ffmpeg_cli``, ``decoder="ffmpeg"``), byte for byte, with less work:
 
 - ``-r FPS``'s choice of source frames is made from packet timestamps by
-  ``uvq_int8.runtime.frame_choice`` (ffmpeg 5.1's rule), after one demux-only pass over the file;
+  ``decode.frame_choice`` (ffmpeg 5.1's rule), after one demux-only pass over the file;
 - every reference frame is decoded; a non-reference frame is sent to the decoder only if
   it is scored. H.264: a packet whose VCL NAL units all have ``nal_ref_idc == 0``. HEVC:
   a sub-layer non-reference picture (TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, ...) at the
@@ -25,9 +25,9 @@ Two fallbacks, kept apart and reported in ``DecodeStats``:
   (an ffmpeg other than 5.1, a container, pixel format, colour matrix or rotation not
   verified, timestamps that disagree with ffprobe, a corrupt packet), decoding hands over
   to the CLI path. A hand-over after frames were delivered continues the CLI's output
-  after those frames, as the split method in ``uvq_int8.runtime.video`` does.
+  after those frames, as the split method of ``decode.ffmpeg_cli`` does.
 
-``video.uvq_frames`` picks this decoder or the CLI path (``decoder``, ``UVQ_DECODER``, the
+``decode.uvq_frames`` picks this decoder or the CLI path (``decoder``, ``UVQ_DECODER``, the
 config key ``decoder``); callers do not import this module to get frames.
 
 ``ffprobe`` still does the probing (duration, frame count, colour tags): those values
@@ -37,12 +37,9 @@ come from the same ffmpeg build upstream runs, and PyAV bundles another one.
 from __future__ import annotations
 
 import logging
-import queue
-import re
-import threading
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -50,34 +47,17 @@ from typing import Iterator
 import numpy as np
 
 from uvq_int8.errors import VideoError
-from uvq_int8.runtime import frame_choice, video
-from uvq_int8.runtime.decoders import ffmpeg_url, ffmpeg_version
-from uvq_int8.runtime.frames import FRAME_HEIGHT, FRAME_WIDTH
+from uvq_int8.runtime.decode import ffmpeg_cli, frame_choice, pipe, verified
+from uvq_int8.runtime.decode.probe import (FRAME_SHAPE, DecodeStats, VideoInfo, check_file,
+                                           probe, sample_plan)
 
 log = logging.getLogger(__name__)
 
 # The frame choice reproduced is ffmpeg 5.1's; with another ffmpeg, upstream's command
 # may choose other frames, so the CLI path is used.
-_CLI_VERSION = re.compile(r"^ffmpeg version n?5\.1(\.|\b)")
-_CONTAINERS = ("mov,mp4", "matroska")
-# Checked equal to the 5.1 CLI's pixels by tests/test_pyav_decoder.py.
-_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuv420p10le"})
-_COLOR_SPACES = frozenset({None, "bt709", "smpte170m", "bt470bg"})
 # 5.1's av_guess_frame_rate may use the codec's own rate for these (ticks_per_frame > 1).
 _TICKS_CODECS = frozenset({"h264", "mpeg1video", "mpeg2video"})
 _HEVC_SUBLAYER_NONREF = frozenset({0, 2, 4, 6, 8, 10, 12, 14})
-
-
-@dataclass
-class PacketStats(video.DecodeStats):
-    """``video.DecodeStats`` plus what the packet-level decoder did."""
-
-    decoder: str = "pyav"
-    skip_mode: str = ""  # "h264 nal_ref_idc", "hevc sub-layer non-reference", or why none
-    packets: int = 0  # video packets demuxed in the decoding pass
-    skipped_packets: int = 0  # never sent to the decoder
-    decoded_frames: int = 0
-    source_positions: list[int] = field(default_factory=list)  # presentation-order index
 
 
 @dataclass(frozen=True)
@@ -93,8 +73,8 @@ class _HandOver(Exception):
     """The CLI path must produce the remaining frames; the message says why."""
 
 
-def _timing(info: video.VideoInfo) -> _Timing | None:
-    """The exact rationals ``video.probe`` read from the system ffprobe (the build whose
+def _timing(info: VideoInfo) -> _Timing | None:
+    """The exact rationals ``probe`` read from the system ffprobe (the build whose
     command line is reproduced)."""
     if info.time_base is None:
         return None
@@ -117,18 +97,18 @@ def _rotation_filters(rotation: float) -> list[tuple[str, str]] | None:
     return [] if abs(theta) <= 1 else None
 
 
-def _cli_reason(info: video.VideoInfo, timing: _Timing | None, ffmpeg: str) -> str:
+def _cli_reason(info: VideoInfo, timing: _Timing | None, ffmpeg: str) -> str:
     """Why the CLI path must decode this video ('' if PyAV reproduces it)."""
-    version = ffmpeg_version(ffmpeg)
-    if not _CLI_VERSION.match(version):
+    if not verified.is_verified_ffmpeg(ffmpeg):
+        version = verified.ffmpeg_version(ffmpeg)
         return f"frame choice reproduced for ffmpeg 5.1, found {version or 'no version'!r}"
-    if not (info.format_name or "").startswith(_CONTAINERS):
+    if not verified.verified_container(info.format_name):
         return f"container {info.format_name!r} not verified"
     if info.num_video_streams != 1:
         return f"{info.num_video_streams} video streams"
-    if info.pix_fmt not in _PIX_FMTS:
+    if info.pix_fmt not in verified.PIX_FMTS:
         return f"pixel format {info.pix_fmt!r} not verified"
-    if info.color_space not in _COLOR_SPACES:
+    if info.color_space not in verified.COLOR_SPACES:
         return f"colour matrix {info.color_space!r} not verified"
     if _rotation_filters(info.rotation) is None:
         return f"rotation {info.rotation:g} degrees"
@@ -200,12 +180,7 @@ class _Scaler:
     """Upstream's -vf chain (after the CLI's autorotation) as a PyAV filter graph."""
 
     def __init__(self, rotation: list[tuple[str, str]], transpose: bool):
-        chain = list(rotation)
-        if transpose:
-            chain.append(("transpose", "2"))
-        chain += [("scale", f"w={FRAME_WIDTH}:h={FRAME_HEIGHT}:flags=bicubic"),
-                  ("format", "rgb24")]
-        self.chain = chain
+        self.chain = [*rotation, *verified.upstream_chain(transpose)]
         self.graph = None
         self.key = None
 
@@ -221,7 +196,7 @@ class _Scaler:
             self.graph, self.key = graph, key
         self.graph.push(frame)
         out = self.graph.pull().to_ndarray()
-        if out.shape != video.FRAME_SHAPE:
+        if out.shape != FRAME_SHAPE:
             raise _HandOver(f"filter graph gave shape {out.shape}")
         return np.ascontiguousarray(out)
 
@@ -276,17 +251,18 @@ def _import_av():
 
 
 def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
-                ffmpeg: str = "ffmpeg", info: video.VideoInfo | None = None,
+                ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", queue_frames: int = 2,
-                stats: PacketStats | None = None,
+                stats: DecodeStats | None = None,
                 decode_threads: int | None = None) -> Iterator[np.ndarray]:
-    """``video.iter_frames``' frames (same arguments), decoded packet by packet with PyAV."""
+    """``ffmpeg_cli.iter_frames``' frames (same arguments), decoded packet by packet with PyAV."""
     if info is None:
-        info = video.probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
+        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     else:
-        video.check_file(path)
-    plan = video.sample_plan(info, fps)
-    stats = stats if stats is not None else PacketStats()
+        check_file(path)
+    plan = sample_plan(info, fps)
+    stats = stats if stats is not None else DecodeStats()
+    stats.decoder = stats.decoder or "pyav"
     stats.method = "pyav"
     stats.frames_expected = plan.num_frames
     av = _import_av()
@@ -294,54 +270,7 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
     reason = _cli_reason(info, timing, ffmpeg)
     frames = _generate(str(path), info, fps, plan, timing, transpose, ffmpeg, ffprobe,
                        queue_frames, stats, decode_threads, av, reason)
-    return _prefetch(frames, max(1, int(queue_frames)))
-
-
-_END = object()
-
-
-def _prefetch(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Run ``frames`` in a thread, ``size`` frames ahead, so decoding overlaps scoring
-    as the CLI path's processes do (PyAV and the interpreter release the GIL)."""
-    box: queue.Queue = queue.Queue(maxsize=size)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                box.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for frame in frames:
-                if not put(frame):
-                    break
-        except BaseException as exc:  # raised again in the consumer
-            put(exc)
-        finally:
-            frames.close()
-            put(_END)
-
-    def consume() -> Iterator[np.ndarray]:
-        worker = threading.Thread(target=run, name="uvq-pyav-decoder", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = box.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            worker.join()
-
-    return consume()
+    return pipe.prefetch(frames, max(1, int(queue_frames)), "uvq-pyav-decoder")
 
 
 def _generate(name, info, fps, plan, timing, transpose, ffmpeg, ffprobe, queue_frames, stats,
@@ -367,7 +296,7 @@ def _generate(name, info, fps, plan, timing, transpose, ffmpeg, ffprobe, queue_f
                         "upstream does", name, delivered, plan.num_frames)
         for _ in range(plan.num_frames - delivered):
             stats.padded_frames += 1
-            yield np.zeros(video.FRAME_SHAPE, np.uint8)
+            yield np.zeros(FRAME_SHAPE, np.uint8)
     finally:
         stats.seconds = time.perf_counter() - started
 
@@ -377,8 +306,8 @@ def _hand_over(name, info, fps, transpose, ffmpeg, ffprobe, queue_frames, stats,
     stats.fallback = why
     stats.decoder = "ffmpeg" if delivered == 0 else "pyav+ffmpeg"
     log.info("%s: %s; decoding with the ffmpeg command line", name, why)
-    cli_stats = video.DecodeStats()
-    frames = video.iter_frames(name, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
+    cli_stats = DecodeStats()
+    frames = ffmpeg_cli.iter_frames(name, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
                                ffprobe=ffprobe, queue_frames=queue_frames, stats=cli_stats,
                                decode_threads=decode_threads)
     try:
@@ -439,7 +368,7 @@ def _decode(name, plan, timing, rotation, transpose, stats, decode_threads,
             expect = pos + 1
             if chosen[out] != pos:
                 return
-            if frame.format.name not in _PIX_FMTS:
+            if frame.format.name not in verified.PIX_FMTS:
                 raise _HandOver(f"decoded pixel format {frame.format.name!r} not verified")
             rgb = scaler(frame, av)
             while out < len(chosen) and chosen[out] == pos:

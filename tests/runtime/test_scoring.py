@@ -50,6 +50,7 @@ def test_all_stats_has_upstream_keys_and_ours(float32_stats, built_models):
                 "backend", "model_sha256", "per_frame_logits"):
         assert key in stats
     assert stats["backend"] == "float32"
+    assert stats["warnings"] == []  # as batch rows have; a padded decode would say so
     manifest = json.loads((built_models / "manifest.json").read_text())
     text = json.dumps(manifest)
     for sha in stats["model_sha256"].values():
@@ -172,9 +173,8 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_third_party_backend_from_an_entry_point_scores(built_models, reference_dir, tmp_path):
-    from test_backends import make_plugin
-
+def test_third_party_backend_from_an_entry_point_scores(built_models, reference_dir, tmp_path,
+                                                         make_plugin):
     plugin = make_plugin(tmp_path / "site", broken=False)
     models = tmp_path / "models"
     models.mkdir()
@@ -222,3 +222,49 @@ def test_both_decoders_give_the_same_logits(built_models, reference_dir, float32
 def test_bad_decoder_flag_is_a_usage_error(reference_dir):
     result = run_uvq([str(reference_dir / "sample_landscape.mp4"), "--decoder", "vlc"])
     assert result.returncode == 2 and "invalid choice: 'vlc'" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model_version", "1.0"], "invalid choice: '1.0'"),
+    (["--device", "cuda"], "invalid choice: 'cuda'"),
+    (["--batch_json_output", "x.json"], "unrecognized arguments: --batch_json_output"),
+])
+def test_upstream_flags_uvq_does_not_take_are_usage_errors(reference_dir, args, message):
+    # docs/design.md, "uvq next to upstream's uvq_inference.py"
+    result = run_uvq([str(reference_dir / "sample_landscape.mp4"), *args])
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_no_auto_transpose_help_says_upstreams_single_video_mode_does_not_rotate():
+    result = run_uvq(["--help"])
+    assert result.returncode == 0
+    assert "upstream's single-video mode does not rotate" in " ".join(result.stdout.split())
+
+
+def test_an_auto_set_ranked_for_another_instruction_set_warns(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from uvq_int8 import runtime, util
+    from uvq_int8.runtime import scoring
+
+    entries = {"distortion_net_auto.tflite": {
+        "recipe": "auto", "recipe_options": {"choice": {"cost_isa": "avx512_vnni"}}}}
+    monkeypatch.setattr(runtime, "manifest_entries", lambda directory: entries)
+    monkeypatch.setattr(util, "cpu_features", lambda: ("AMD EPYC", ("avx2", "fma")))
+    auto = SimpleNamespace(backend="auto", model_dir=tmp_path)
+    (warning,) = scoring.isa_warnings(auto)
+    assert "made for instruction set avx512_vnni; this machine is avx2" in warning
+    assert scoring.isa_warnings(SimpleNamespace(backend="int8-static", model_dir=tmp_path)) == []
+    monkeypatch.setattr(util, "cpu_features",
+                        lambda: ("AMD EPYC", ("avx2", "avx512f", "avx512bw", "avx512vl",
+                                              "avx512_vnni")))
+    assert scoring.isa_warnings(auto) == []
+
+
+def test_a_truncated_decode_is_a_warning_of_the_result():
+    from uvq_int8.runtime import scoring
+    from uvq_int8.runtime.decode.probe import DecodeStats
+
+    assert scoring.decode_warnings(DecodeStats(real_frames=5), 5) == []
+    (warning,) = scoring.decode_warnings(DecodeStats(real_frames=3, padded_frames=2), 5)
+    assert warning.startswith("decoding may be truncated: 3 of 5 frames decoded; 2 black")

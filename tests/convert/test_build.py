@@ -64,7 +64,7 @@ def _copy_subset(src: Path, dest: Path, names) -> Path:
 # --------------------------------------------------------------------------- the full build
 
 def test_all_backends_give_18_files_and_a_manifest(build_all):
-    # auto is not in "all" without --max-logit-delta (tests/test_auto_build.py builds it).
+    # auto is not in "all" without --max-logit-delta (tests/convert/test_auto_build.py builds it).
     expected = {name for b in discover().values() if b.name in BUILTIN_ORDER and b.name != "auto"
                 for name in b.filenames().values()}
     assert len(expected) == 18
