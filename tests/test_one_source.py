@@ -86,6 +86,11 @@ def test_decoding_facts_are_written_once():
     queues = sorted(rel for rel, tree in _trees() if rel.startswith("uvq_int8/")
                     and _calls(tree, "queue", "Queue"))
     assert queues == ["uvq_int8/runtime/decode/pipe.py"]
+    # ffmpeg's -r rule (drop below -1.1 output slots, repeat above 1.1): one model of it,
+    # which both the PyAV decoder and the batch rows' source frame times use.
+    rule = sorted(rel for rel, tree in _trees() if any(
+        isinstance(n, ast.Constant) and n.value == 1.1 for n in ast.walk(tree)))
+    assert rule == ["uvq_int8/runtime/decode/frame_choice.py"]
 
 
 def test_the_decoder_table_names_the_configurable_decoders():

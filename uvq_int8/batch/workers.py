@@ -56,9 +56,10 @@ _DONE = object()
 
 
 class _Start:
-    def __init__(self, path, identity, info, frames_expected, stats):
-        self.path, self.identity, self.info, self.frames_expected, self.stats = (
-            path, identity, info, frames_expected, stats)
+    def __init__(self, path, identity, info, plan, stats):
+        self.path, self.identity, self.info, self.plan, self.stats = (
+            path, identity, info, plan, stats)
+        self.frames_expected = plan.num_frames
 
 
 class _Finish:
@@ -109,8 +110,8 @@ class Prefetcher(threading.Thread):
             frames = decode.uvq_frames(path, fps=options.fps, transpose=options.transpose,
                                       ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
                                       stats=stats, decode_threads=self.decode_threads,
-                                      decoder=options.decoder)
-            if not self._put(_Start(path, identity, info, plan.num_frames, stats)):
+                                      decoder=options.decoder, plan=plan)
+            if not self._put(_Start(path, identity, info, plan, stats)):
                 return
             for frame in frames:
                 if not self._put(frame):
@@ -180,7 +181,7 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
             finish: list[_Finish] = []
             try:
                 results = scoring.score_video(item.path, models, spec.options, info=item.info,
-                                              frames=_frames_of(prefetch, finish),
+                                              plan=item.plan, frames=_frames_of(prefetch, finish),
                                               stats=item.stats, audit=spec.audit,
                                               audit_budget=spec.audit_budget)
             except _VideoFailed as exc:

@@ -91,6 +91,7 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
                 on_frame: Callable[[int, int], None] | None = None,
                 info: probing.VideoInfo | None = None,
                 frames: Iterable[np.ndarray] | None = None,
+                plan: probing.SamplePlan | None = None,
                 stats: probing.DecodeStats | None = None, audit: float | None = None,
                 audit_budget: float | None = None) -> dict[str, Any]:
     """Score one video with loaded models; returns upstream's keys plus ours.
@@ -105,7 +106,7 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
     name = str(path)
     info = info or probe(name, options)
     transpose = probing.is_portrait(info) if options.transpose is None else options.transpose
-    plan = probing.sample_plan(info, options.fps)
+    plan = plan or probing.sample_plan(info, options.fps)
     auditor = _audit.make_auditor(models, plan.num_frames, audit or 0.0, audit_budget)
     started = time.perf_counter()
     decoded_here = frames is None
@@ -114,7 +115,7 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
         frames = decode.uvq_frames(name, fps=options.fps, transpose=transpose,
                                   ffmpeg=options.ffmpeg, ffprobe=options.ffprobe, info=info,
                                   decode_threads=decode_threads(models.threads), stats=stats,
-                                  decoder=options.decoder)
+                                  decoder=options.decoder, plan=plan)
     elif stats is None:
         stats = probing.DecodeStats()  # decoded elsewhere, by a caller that keeps no stats
     total = plan.num_frames

@@ -25,7 +25,7 @@ from uvq_int8 import config as _config
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime.decode import ffmpeg_cli, pyav
 from uvq_int8.runtime.decode import probe as probing
-from uvq_int8.runtime.decode.probe import DecodeStats, VideoInfo
+from uvq_int8.runtime.decode.probe import DecodeStats, SamplePlan, VideoInfo
 
 # The decoders by name (``--decoder``, ``UVQ_DECODER``, the config key ``decoder``); both
 # give the same frames.
@@ -35,10 +35,11 @@ DECODERS = {"pyav": pyav.iter_frames, "ffmpeg": ffmpeg_cli.iter_frames}
 def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
                ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", info: VideoInfo | None = None,
                decode_threads: int | None = None, stats: DecodeStats | None = None,
-               decoder: str | None = None) -> Iterator[np.ndarray]:
+               decoder: str | None = None, plan: SamplePlan | None = None) -> Iterator[np.ndarray]:
     """The frames ``uvq`` scores for ``path``: the one source of decoded frames.
 
-    Probes the video unless ``info`` is given (an exact frame count for ``fps=-1``),
+    Probes the video unless ``info`` is given (an exact frame count for ``fps=-1``) and
+    makes upstream's frame plan unless ``plan`` is given (each once per video),
     transposes portrait videos as upstream's batch mode does unless ``transpose`` says
     otherwise, then decodes with ``decoder``: "pyav" (packet by packet) or "ffmpeg" (the
     command line); None takes the configured one (``uvq_int8.config``, default pyav).
@@ -59,4 +60,5 @@ def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
         stats = DecodeStats()
     stats.decoder = decoder
     return DECODERS[decoder](path, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
-                             ffprobe=ffprobe, stats=stats, decode_threads=decode_threads)
+                             ffprobe=ffprobe, stats=stats, decode_threads=decode_threads,
+                             plan=plan)

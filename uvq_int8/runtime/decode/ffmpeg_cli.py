@@ -175,18 +175,21 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
                 ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", method: str = "auto", queue_frames: int = 2,
                 stats: DecodeStats | None = None,
-                decode_threads: int | None = None) -> Iterator[np.ndarray]:
+                decode_threads: int | None = None,
+                plan: SamplePlan | None = None) -> Iterator[np.ndarray]:
     """Yield upstream's frames for ``path``: uint8 [1080,1920,3] RGB, exactly
     ``video_length * fps`` of them (black frames pad a short decode, as upstream pads).
 
-    Probing, the frame plan and the ffmpeg check happen now (errors raise here); ffmpeg
-    starts on the first ``next()``. Closing the iterator early stops ffmpeg.
+    Probing (unless ``info`` is given), the frame plan (unless ``plan`` is given) and the
+    ffmpeg check happen now (errors raise here); ffmpeg starts on the first ``next()``.
+    Closing the iterator early stops ffmpeg.
     """
     if info is None:
         info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     else:
         check_file(path)
-    plan = sample_plan(info, fps)
+    if plan is None:
+        plan = sample_plan(info, fps)
     binary = find_tool(ffmpeg, "--ffmpeg_path")
     attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
     stats = stats if stats is not None else DecodeStats()

@@ -174,3 +174,21 @@ def choose_frames(pts: Iterable[int], params: RateSync, limit: int | None = None
     if last >= 0:
         out.extend([last] * sync.flush())
     return out if limit is None else out[:limit]
+
+
+def source_positions(pts: Iterable[int], start_time: Fraction | None, time_base: Fraction,
+                     r_frame_rate: Fraction | None, avg_frame_rate: Fraction | None,
+                     single_stream: bool, fps: int, limit: int | None = None
+                     ) -> tuple[np.ndarray, list[int]]:
+    """(the timestamps in presentation order, the position among them of each frame that
+    ``-r fps`` writes), from a stream's packet timestamps (in ``time_base``) and what
+    ffprobe says of the file. Raises ValueError where the choice is not reproduced
+    (timestamps shared by two packets, a first frame that would repeat an earlier one)."""
+    pts_sorted = np.sort(np.asarray(list(pts), dtype=np.int64))
+    if np.any(np.diff(pts_sorted) == 0):
+        raise ValueError("packets share a timestamp")
+    start_us = round(start_time * AV_TIME_BASE) if start_time is not None else 0
+    offset = rescale(-start_us, Fraction(1, AV_TIME_BASE), time_base)
+    params = RateSync(fps, time_base, guess_frame_rate(r_frame_rate, avg_frame_rate),
+                      single_stream)
+    return pts_sorted, choose_frames((int(p) + offset for p in pts_sorted), params, limit)

@@ -313,48 +313,35 @@ def source_frame_times(path: str | Path, fps: int, count: int,
                        ffprobe: str = "ffprobe") -> list[float] | None:
     """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
 
-    ffmpeg 5.1's constant-frame-rate output keeps a source frame for output slot n when
-    its time plus one source-frame duration reaches n - 1.1 slots, and repeats a frame
-    over slots it skips (fftools/ffmpeg.c, do_video_out). So at fps=1 the second output
-    frame is the source's second frame, not the one at t = 1 s. Computed from packet
-    timestamps (no decoding); None when ffprobe gives none.
+    The choice is ffmpeg 5.1's (``frame_choice``, the one model of ``-r``), made from
+    packet timestamps, so no decoding: at fps=1 the second output frame is the source's
+    second frame, not the one at t = 1 s. None when ffprobe gives no timestamps, or where
+    the choice is not reproduced.
     """
+    from uvq_int8.runtime.decode import frame_choice
+
     argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
-            "format=start_time:stream=r_frame_rate:packet=pts_time", "-of", "json",
-            ffmpeg_url(path)]
+            "format=start_time,nb_streams:stream=time_base,r_frame_rate,avg_frame_rate:"
+            "packet=pts", "-of", "json", ffmpeg_url(path)]
     try:
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                 check=False)
         data = json.loads(result.stdout or b"{}")
     except (OSError, ValueError):
         return None
-    start = _float((data.get("format") or {}).get("start_time")) or 0.0
-    streams = data.get("streams") or []
-    rate, _ = parse_rate(streams[0].get("r_frame_rate") if streams else None)
-    pts = sorted(t for t in (_float(p.get("pts_time")) for p in data.get("packets") or [])
-                 if t is not None)
-    if not pts or not rate:
+    fmt = data.get("format") or {}
+    stream = (data.get("streams") or [{}])[0]
+    time_base = _rational(stream.get("time_base"))
+    pts = [_int(p.get("pts")) for p in data.get("packets") or []]
+    pts = [p for p in pts if p is not None]
+    if not pts or not time_base:
         return None
-    frame_slots = min(1.0, fps / rate)  # one source frame's duration, in output slots
-    times: list[float] = []
-    next_slot = 0
-    for t in pts:
-        position = (t - start) * fps
-        delta0 = position - next_slot
-        delta = delta0 + frame_slots
-        if delta < -1.1:
-            continue  # dropped
-        copies, earlier = 1, 0
-        if delta > 1.1:
-            copies = int(round(delta))
-            if delta0 > 1.1:
-                earlier = int(round(delta0 - 0.6))
-        for i in range(copies):
-            if i < earlier and times:
-                times.append(times[-1])  # the previous frame repeated
-            else:
-                times.append(round(t - start, 6))
-        next_slot += copies
-        if len(times) >= count:
-            break
-    return times[:count]
+    start = _rational(fmt.get("start_time"))
+    try:
+        ordered, chosen = frame_choice.source_positions(
+            pts, start, time_base, _rational(stream.get("r_frame_rate")) or None,
+            _rational(stream.get("avg_frame_rate")) or None, _int(fmt.get("nb_streams")) == 1,
+            fps, count)
+    except ValueError:
+        return None
+    return [round(float(int(ordered[i]) * time_base - (start or 0)), 6) for i in chosen]

@@ -48,8 +48,8 @@ import numpy as np
 
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime.decode import ffmpeg_cli, frame_choice, pipe, verified
-from uvq_int8.runtime.decode.probe import (FRAME_SHAPE, DecodeStats, VideoInfo, check_file,
-                                           probe, sample_plan)
+from uvq_int8.runtime.decode.probe import (FRAME_SHAPE, DecodeStats, SamplePlan, VideoInfo,
+                                           check_file, probe, sample_plan)
 
 log = logging.getLogger(__name__)
 
@@ -222,20 +222,13 @@ def _demux_index(path: str, av) -> tuple[np.ndarray, np.ndarray, int | None] | N
 def _plan_choice(pts: np.ndarray, start_us: int | None, timing: _Timing, fps: int,
                  limit: int) -> tuple[np.ndarray, list[int]]:
     """(presentation-order pts, position of each written frame) for the CLI's ``-r``."""
-    pts_sorted = np.sort(pts)
-    if np.any(np.diff(pts_sorted) == 0):
-        raise _HandOver("packets share a timestamp")
-    offset = frame_choice.rescale(-(start_us or 0), Fraction(1, frame_choice.AV_TIME_BASE),
-                                  timing.time_base)
-    params = frame_choice.RateSync(
-        fps, timing.time_base,
-        frame_choice.guess_frame_rate(timing.r_frame_rate, timing.avg_frame_rate),
-        timing.nb_streams == 1)
+    start = Fraction(start_us, frame_choice.AV_TIME_BASE) if start_us is not None else None
     try:
-        chosen = frame_choice.choose_frames((int(p) + offset for p in pts_sorted), params, limit)
+        return frame_choice.source_positions(pts, start, timing.time_base, timing.r_frame_rate,
+                                             timing.avg_frame_rate, timing.nb_streams == 1,
+                                             fps, limit)
     except ValueError as exc:
         raise _HandOver(str(exc)) from None
-    return pts_sorted, chosen
 
 
 def _import_av():
@@ -254,13 +247,15 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
                 ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", queue_frames: int = 2,
                 stats: DecodeStats | None = None,
-                decode_threads: int | None = None) -> Iterator[np.ndarray]:
+                decode_threads: int | None = None,
+                plan: SamplePlan | None = None) -> Iterator[np.ndarray]:
     """``ffmpeg_cli.iter_frames``' frames (same arguments), decoded packet by packet with PyAV."""
     if info is None:
         info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     else:
         check_file(path)
-    plan = sample_plan(info, fps)
+    if plan is None:
+        plan = sample_plan(info, fps)
     stats = stats if stats is not None else DecodeStats()
     stats.decoder = stats.decoder or "pyav"
     stats.method = "pyav"
@@ -289,7 +284,7 @@ def _generate(name, info, fps, plan, timing, transpose, ffmpeg, ffprobe, queue_f
                 yield frame
         except _HandOver as exc:
             yield from _hand_over(name, info, fps, transpose, ffmpeg, ffprobe, queue_frames,
-                                  stats, decode_threads, delivered, str(exc))
+                                  stats, decode_threads, delivered, str(exc), plan)
             return
         if delivered < plan.num_frames:
             log.warning("%s: decoding gave %d of %d frames; padding with black frames as "
@@ -302,14 +297,14 @@ def _generate(name, info, fps, plan, timing, transpose, ffmpeg, ffprobe, queue_f
 
 
 def _hand_over(name, info, fps, transpose, ffmpeg, ffprobe, queue_frames, stats,
-               decode_threads, delivered, why) -> Iterator[np.ndarray]:
+               decode_threads, delivered, why, plan) -> Iterator[np.ndarray]:
     stats.fallback = why
     stats.decoder = "ffmpeg" if delivered == 0 else "pyav+ffmpeg"
     log.info("%s: %s; decoding with the ffmpeg command line", name, why)
     cli_stats = DecodeStats()
     frames = ffmpeg_cli.iter_frames(name, fps=fps, transpose=transpose, ffmpeg=ffmpeg, info=info,
                                ffprobe=ffprobe, queue_frames=queue_frames, stats=cli_stats,
-                               decode_threads=decode_threads)
+                               decode_threads=decode_threads, plan=plan)
     try:
         for i, frame in enumerate(frames):
             if i >= delivered:
