@@ -15,7 +15,8 @@ a fresh set of processes, in a rotated order:
 - ``ray2``: ``uvq-int8 batch LIST --engine ray --jobs 2`` (starts a local Ray instance).
 
 Peak memory is the largest sum of RSS over the launched process and all its descendants,
-sampled every 50 ms. Medians over the rounds are reported, and ratios to ``jobs1``
+sampled every 50 ms (``peak_mb``), and the same for PSS (``peak_pss_mb``), which splits a
+page shared by several processes between them instead of counting it once per process. Medians over the rounds are reported, and ratios to ``jobs1``
 and to ``loop``.
 """
 
@@ -29,11 +30,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from uvq_int8.convert import natural
+import common  # this folder is on sys.path when a benchmark runs as a script
 from uvq_int8.util import atomic_path, atomic_write_text, machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -53,8 +53,7 @@ def make_clips(root: Path, count: int = 12) -> list[Path]:
         clips.append(out)
         if out.is_file():
             continue
-        still = root / f".{name}.ppm"
-        natural.write_ppm(still, natural.load_photo(name))
+        still = common.photo_file(name, root)
         frames = CLIP_SECONDS * 30
         # Scale the photograph up past 1080p, then pan and zoom slowly across it.
         zoom = f"zoompan=z='1.15+0.25*on/{frames}':x='(iw-iw/zoom)*on/{frames}':" \
@@ -82,72 +81,42 @@ def clip_facts(clip: Path) -> dict:
             "seconds": float(data["format"]["duration"])}
 
 
-class TreeMemory(threading.Thread):
-    """Peak summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.done = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.done.is_set():
-            total = 0
-            try:
-                procs = [root] + root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                break
-            for proc in procs:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.05)
-
-
 def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: Path) -> dict:
     py = sys.executable
     uvq = [py, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())"]
-    common = ["--backend", backend, "--model-dir", str(model_dir), "--quiet"]
+    flags = ["--backend", backend, "--model-dir", str(model_dir), "--quiet"]
     listing = work / "clips.txt"
     listing.write_text("".join(f"{c}\n" for c in clips))
     out = work / f"{mode}.out"
     out.unlink(missing_ok=True)
     if mode == "loop":
-        script = "\n".join(shlex.join(uvq + [str(c)] + common) + " > /dev/null" for c in clips)
+        script = "\n".join(shlex.join(uvq + [str(c)] + flags) + " > /dev/null" for c in clips)
         argv = ["bash", "-ec", script]
     elif mode == "xargs-P2":
         argv = ["bash", "-ec", f"xargs -P2 -I{{}} {shlex.join(uvq)} {{}} "
-                               f"{shlex.join(common)} < {shlex.quote(str(listing))} > /dev/null"]
+                               f"{shlex.join(flags)} < {shlex.quote(str(listing))} > /dev/null"]
     elif mode.startswith("jobs"):
         argv = uvq + [str(listing), "--format", "jsonl", "--jobs", mode[4:], "--output",
-                      str(out)] + common
+                      str(out)] + flags
     elif mode == "ray2":
         argv = [py, "-c", "from uvq_int8.cli import main; raise SystemExit(main())", "batch",
                 str(listing), "--engine", "ray", "--jobs", "2", "--format", "jsonl",
-                "--output", str(out)] + common
+                "--output", str(out)] + flags
     else:
         raise ValueError(mode)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
-    mem = TreeMemory(proc.pid)
+    mem = common.TreePeak(proc.pid, interval=0.05)
     mem.start()
     _, err = proc.communicate()
     seconds = time.perf_counter() - started
-    mem.done.set()
-    mem.join()
+    peak = mem.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed ({proc.returncode}): {err.decode()[-2000:]}")
     return {"seconds": seconds, "videos_per_hour": 3600 * len(clips) / seconds,
-            "peak_mb": mem.peak / 2 ** 20}
+            "peak_mb": peak["rss"] / 1024, "peak_pss_mb": peak["pss"] / 1024}
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+import common  # this folder is on sys.path when a benchmark runs as a script
 from uvq_int8.util import atomic_path, atomic_write_text, machine_info
 
 CLIPS = {
@@ -76,16 +77,12 @@ def make_clips(folder: Path, names: list[str]) -> dict[str, Path]:
 
 def _make_master(out: Path) -> None:
     """20 s of four photographs, each panned and zoomed for 5 s, with grain."""
-    from skimage import data, io
-
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = SECONDS_PER_PHOTO * 30
     inputs, chains = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(PHOTOS):
-            png = Path(tmp) / f"{name}.png"
-            io.imsave(png, getattr(data, name)(), check_contrast=False)
-            inputs += ["-i", str(png)]
+            inputs += ["-i", str(common.photo_file(name, Path(tmp)))]
             # Zoom from 1.0 to 1.3 while panning right and down, on a 4K upscale.
             chains.append(
                 f"[{i}:v]format=rgb24,scale=3840:2160:flags=lanczos,"
@@ -185,31 +182,16 @@ score_video(sys.argv[1], models, ScoreOptions(fps=1, decoder=sys.argv[5]))
 """
 
 
-def _tree_rss_kb(pid: int) -> int:
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += next(int(l.split()[1]) for l in status.splitlines()
-                          if l.startswith("VmRSS"))
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total
-
-
 def peak_tree_mb(clip: Path, backend: str, model_dir: Path, threads: int, decoder: str) -> float:
     proc = subprocess.Popen([sys.executable, "-c", PEAK_SCRIPT, str(clip), backend,
                              str(model_dir), str(threads), decoder])
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss_kb(proc.pid))
-        time.sleep(0.01)
+    sampler = common.TreePeak(proc.pid, interval=0.01)
+    sampler.start()
+    proc.wait()
+    peak = sampler.stop()
     if proc.returncode:
         raise SystemExit(f"peak-memory run failed ({decoder})")
-    return peak / 1024
+    return peak["rss"] / 1024
 
 
 def main() -> int:

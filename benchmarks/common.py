@@ -1,4 +1,5 @@
-"""What the benchmarks share: model folders seeded with float32 files, and the test clip.
+"""What the benchmarks share: model folders seeded with float32 files, the test clip, and
+the peak memory of a process tree (RSS and PSS).
 
 Benchmarks are scripts run from the repository (``.venv/bin/python benchmarks/X.py``), so
 Python puts this folder on ``sys.path`` itself and they import this module directly. Clips
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -37,6 +39,16 @@ def seed_models(models: Path, dest: Path, names: Iterable[str] = FLOAT32_FILES) 
     mf.update(dest, entries)
 
 
+def photo_file(name: str, folder: Path) -> Path:
+    """One of scikit-image's photographs as a PPM file ffmpeg can read, through the
+    library's own loader (``uvq_int8.convert.natural``, the natural clips' source)."""
+    from uvq_int8.convert import natural
+
+    path = folder / f"{name}.ppm"
+    natural.write_ppm(path, natural.load_photo(name))
+    return path
+
+
 def make_test_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int = 30) -> Path:
     """A synthetic H.264 clip (testsrc2 with temporal noise, CRF 26), made once and reused:
     the end-to-end benchmarks' fixed input."""
@@ -48,3 +60,56 @@ def make_test_clip(path: Path, seconds: int, size: str = "1920x1080", fps: int =
                         "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
                         "-crf", "26", "-pix_fmt", "yuv420p", str(tmp)], check=True)
     return path
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc; gone processes are left out)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            children = [int(c) for task in Path(f"/proc/{p}/task").iterdir()
+                        for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        found.append(p)
+        todo += children
+    return found
+
+
+def tree_memory_kb(pid: int) -> dict[str, int]:
+    """Summed RSS and PSS (kB) of ``pid``'s process tree. RSS counts a page shared by
+    several processes once per process; PSS splits it between them
+    (/proc/PID/smaps_rollup), so the tree's PSS is what it really holds."""
+    total = {"rss": 0, "pss": 0}
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                key = line.split(":", 1)[0]
+                if key in ("Rss", "Pss"):
+                    total[key.lower()] += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class TreePeak(threading.Thread):
+    """Samples a running process tree every ``interval`` seconds; ``peak`` holds the
+    largest summed RSS and PSS seen (kB). ``stop()`` ends it."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak = {"rss": 0, "pss": 0}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            now = tree_memory_kb(self.pid)
+            self.peak = {k: max(v, now[k]) for k, v in self.peak.items()}
+            self._done.wait(self.interval)
+
+    def stop(self) -> dict[str, int]:
+        self._done.set()
+        self.join()
+        return self.peak

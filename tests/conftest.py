@@ -165,3 +165,45 @@ def make_plugin():
     """``make_plugin(root, good=True, broken=True)``: a minimal installed distribution that
     registers backends through the ``uvq.backends`` entry points; returns its folder."""
     return _make_plugin
+
+
+class _BuildHelpers:
+    """What the build's tests share: checkpoint arguments, a failing command, a copy."""
+
+    @staticmethod
+    def ckpt_args(reference_dir: Path, **override: Path) -> list[str]:
+        from uvq_int8.backends import NETS
+
+        paths = {**reference_checkpoints(reference_dir), **override}
+        return [arg for net in NETS for arg in (f"--{net}", str(paths[net]))]
+
+    @staticmethod
+    def fails(argv, capsys, *fragments) -> str:
+        """Run ``uvq-int8 build ARGV``; assert exit 1, a one-line error with ``fragments``."""
+        from uvq_int8.cli.main import main
+
+        code = main(["build", *argv])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        for fragment in fragments:
+            assert fragment in err, err
+        assert "Traceback" not in err
+        return err
+
+    @staticmethod
+    def copy_subset(src: Path, dest: Path, names) -> Path:
+        """``names`` of a model directory, with its manifest, copied to ``dest``."""
+        import shutil
+
+        from uvq_int8.runtime import manifest as mf
+
+        dest.mkdir(parents=True)
+        for name in names:
+            shutil.copy2(src / name, dest / name)
+        shutil.copy2(src / mf.MANIFEST_NAME, dest / mf.MANIFEST_NAME)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def build_helpers() -> _BuildHelpers:
+    return _BuildHelpers()

@@ -1,9 +1,9 @@
-"""uvq-int8 build: every backend from the reference checkpoints, rebuild rules, bad input."""
+"""The build (``convert.stages``): every backend from the reference checkpoints, the
+manifest, rebuild rules, calibration videos, bias correction, a full disk."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +46,6 @@ def reference_checkpoints(reference_dir: Path) -> dict[str, Path]:
 
 def _files(directory: Path) -> dict[str, Path]:
     return {p.name: p for p in directory.iterdir()}
-
-
-def _ckpt_args(reference_dir: Path, **override: Path) -> list[str]:
-    paths = {**reference_checkpoints(reference_dir), **override}
-    return [arg for net in NETS for arg in (f"--{net}", str(paths[net]))]
-
-
-def _copy_subset(src: Path, dest: Path, names) -> Path:
-    dest.mkdir(parents=True)
-    for name in names:
-        shutil.copy2(src / name, dest / name)
-    shutil.copy2(src / mf.MANIFEST_NAME, dest / mf.MANIFEST_NAME)
-    return dest
 
 
 # --------------------------------------------------------------------------- the full build
@@ -212,10 +199,10 @@ def test_a_second_identical_build_changes_nothing(build_all):
     assert after == before
 
 
-def test_the_command_skips_up_to_date_files_without_converting(build_all, reference_dir, capsys):
+def test_the_command_skips_up_to_date_files_without_converting(build_all, reference_dir, capsys, build_helpers):
     manifest_before = (build_all.path / mf.MANIFEST_NAME).read_bytes()
     # The fixture built with the defaults, so the command's defaults must match them.
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(build_all.path), "--json"])
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(build_all.path), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert (out["built"], out["skipped"], out["conversions"]) == (0, 18, [])
@@ -224,7 +211,7 @@ def test_the_command_skips_up_to_date_files_without_converting(build_all, refere
 
 
 def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, reference_dir,
-                                                                  tmp_path, capsys):
+                                                                  tmp_path, capsys, build_helpers):
     torch = pytest.importorskip("torch")
     state = torch.load(reference_dir / "aggregation_net.pth", weights_only=True)
     state = {k: v.clone() for k, v in state.items()}
@@ -233,9 +220,9 @@ def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, re
     torch.save(state, changed)
 
     names = [f"{net}_net{sfx}.tflite" for net in NETS for sfx in ("", "_fp16")]
-    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
     mtimes = {n: (out_dir / n).stat().st_mtime_ns for n in names}
-    code = main(["build", *_ckpt_args(reference_dir, aggregation=changed), "--out", str(out_dir),
+    code = main(["build", *build_helpers.ckpt_args(reference_dir, aggregation=changed), "--out", str(out_dir),
                  "--backend", "float32,fp16", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
@@ -257,10 +244,10 @@ def test_a_changed_checkpoint_rebuilds_only_the_files_made_from_it(build_all, re
     assert abs((new - old).item() - 0.5) < 1e-4
 
 
-def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_path):
+def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_path, build_helpers):
     names = ["content_net.tflite", "content_net_int8.tflite", "distortion_net.tflite",
              "distortion_net_int8.tflite", "aggregation_net.tflite", "aggregation_net_int8.tflite"]
-    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
     options = convert.BuildOptions(checkpoints=build_all.options.checkpoints, out_dir=out_dir,
                                  backends="float32,int8")
     plan = convert.plan_build(options)
@@ -297,13 +284,13 @@ def test_plan_rebuilds_forced_changed_and_corrupted_files_only(build_all, tmp_pa
 
 
 def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, reference_dir,
-                                                                  tmp_path, monkeypatch, capsys):
+                                                                  tmp_path, monkeypatch, capsys, build_helpers):
     from uvq_int8.convert import quantize
 
     names = [f"{net}_net.tflite" for net in NETS]
-    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
     monkeypatch.setattr(quantize, "quantize_model", lambda recipe, model, cal=None: bytes(model))
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend", "int8",
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend", "int8",
                  "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
@@ -312,165 +299,23 @@ def test_a_recipe_that_quantizes_nothing_fails_and_writes_no_file(build_all, ref
     assert mf.validate(json.loads((out_dir / mf.MANIFEST_NAME).read_text())) == []
 
 
-# --------------------------------------------------------------------------- bad input
-
-def _assert_fails(argv, capsys, *fragments) -> str:
-    code = main(["build", *argv])
-    err = capsys.readouterr().err
-    assert code == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert "Traceback" not in err
-    return err
-
-
-def test_missing_checkpoint_names_the_expected_path(tmp_path, capsys):
-    (tmp_path / "ckpt").mkdir()
-    out = tmp_path / "out"
-    _assert_fails(["--checkpoints", str(tmp_path / "ckpt"), "--out", str(out)], capsys,
-                  f"content checkpoint not found: {tmp_path / 'ckpt' / 'content_net.pth'}")
-    assert not out.exists()
-
-
-def test_uvq_root_uses_the_upstream_layout(tmp_path, reference_dir, capsys):
-    root = tmp_path / "uvq"
-    (root / "uvq1p5_pytorch" / "checkpoints").mkdir(parents=True)
-    paths = convert.resolve_checkpoints(uvq_root=root)
-    assert paths["distortion"] == root / "uvq1p5_pytorch/checkpoints/distortion_net.pth"
-    assert convert.default_out_dir(root) == root / "models/tflite_models/uvq1.5"
-    # A per-net path overrides the directory.
-    override = convert.resolve_checkpoints(uvq_root=root, content=reference_dir / "x.pth")
-    assert override["content"] == reference_dir / "x.pth"
-    _assert_fails(["--uvq-root", str(root)], capsys, "content checkpoint not found: "
-                  f"{root / 'uvq1p5_pytorch/checkpoints/content_net.pth'}")
-    assert not (root / "models").exists()
-
-
-def test_no_checkpoint_source_says_what_to_give(capsys):
-    _assert_fails(["--content", "a.pth"], capsys, "distortion, aggregation",
-                  "--uvq-root DIR, --checkpoints DIR")
-
-
-def test_wrong_keys_list_the_first_mismatches(reference_dir, tmp_path, capsys):
-    torch = pytest.importorskip("torch")
-    bad = tmp_path / "bad.pth"
-    torch.save({"conv1.weight": torch.zeros(1)}, bad)
-    out = tmp_path / "out"
-    _assert_fails([*_ckpt_args(reference_dir, distortion=bad), "--out", str(out)], capsys,
-                  f"distortion checkpoint {bad} does not match",
-                  "missing key features.0.0.conv.weight", "unexpected key conv1.weight")
-    assert not out.exists()
-
-
-def test_wrong_shapes_are_listed(reference_dir, tmp_path, capsys):
-    torch = pytest.importorskip("torch")
-    state = torch.load(reference_dir / "aggregation_net.pth", weights_only=True)
-    state = {k: v.clone() for k, v in state.items()}
-    state["linear1.weight"] = torch.zeros(1, 128)
-    bad = tmp_path / "agg.pth"
-    torch.save(state, bad)
-    out = tmp_path / "out"
-    out.mkdir()
-    _assert_fails([*_ckpt_args(reference_dir, aggregation=bad), "--out", str(out)], capsys,
-                  "wrong shape linear1.weight: checkpoint shape [1, 128], expected [1, 256]")
-    assert list(out.iterdir()) == []
-
-
-def test_unknown_backend_lists_the_known_ones(reference_dir, tmp_path, capsys):
-    out = tmp_path / "out"
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32,int9"],
-                  capsys, "unknown backend 'int9'",
-                  "known backends: float32, fp16, int8, int8-weight-only, int4, int8-static")
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend",
-                   "content=fp16,distortion=int8,aggregation=float32"], capsys,
-                  "not a per-net mix")
-    assert not out.exists()
-
-
-def test_unwritable_output_directory_is_refused(reference_dir, tmp_path, capsys):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("x")
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(blocker / "models")], capsys,
-                  f"output directory {blocker / 'models'} cannot be created")
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(blocker)], capsys,
-                  "exists and is not a directory")
-    assert list(tmp_path.iterdir()) == [blocker]
-
-
-def test_read_only_output_directory_is_refused(reference_dir, tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        probe = locked / "probe"
-        try:
-            probe.write_text("x")
-            probe.unlink()
-            pytest.skip("running as root: permissions do not stop writes")
-        except PermissionError:
-            pass
-        _assert_fails([*_ckpt_args(reference_dir), "--out", str(locked)], capsys,
-                      f"output directory {locked} is not writable")
-    finally:
-        locked.chmod(0o700)
-
-
-def test_missing_build_extra_says_how_to_install_it(reference_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(convert.options, "BUILD_MODULES", ("torch", "no_such_module_for_uvq_test"))
-    out = tmp_path / "out"
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
-                  capsys, "no_such_module_for_uvq_test", "pip install 'uvq-int8[build]'")
-    assert not out.exists()
-
-
-def test_missing_calibration_video_is_refused_before_building(reference_dir, tmp_path, capsys):
-    out = tmp_path / "out"
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "int8-static",
-                   "--calibration-videos", str(tmp_path / "nope.mp4")], capsys,
-                  f"calibration video not found: {tmp_path / 'nope.mp4'}")
-    assert not out.exists()
-
-
-def test_require_build_tools_names_every_missing_module():
-    with pytest.raises(convert.BuildError, match=r"torch, litert_torch.*pip install"):
-        convert.require_build_tools(lambda name: None if name != "ai_edge_quantizer" else object())
-    convert.require_build_tools(lambda name: object())
-
-
-def test_export_rewrite_keeps_the_maths_of_squeeze_excitation(reference_dir):
-    torch = pytest.importorskip("torch")
-    from uvq_int8.convert import export, nets
-
-    module = nets.export_module("content", nets.load_core(
-        "content", reference_dir / CHECKPOINTS["content"]))
-    x = nets.example_inputs("content")
-    with torch.inference_mode():
-        before = module(*x)
-    assert export.rewrite_for_export(module) == 16
-    with torch.inference_mode():
-        after = module(*x)
-    # Only the summation order changes: float32 noise, which this random net amplifies
-    # to ~1.6e-4 on outputs of magnitude ~25.
-    assert (before - after).abs().max().item() < 1e-3
-
-
-def test_a_manifest_from_a_newer_uvq_int8_is_not_overwritten(reference_dir, tmp_path, capsys):
+def test_a_manifest_from_a_newer_uvq_int8_is_not_overwritten(reference_dir, tmp_path, capsys, build_helpers):
     out = tmp_path / "models"
     out.mkdir()
     newer = json.dumps({"format_version": mf.FORMAT_VERSION + 1, "files": {}})
     (out / mf.MANIFEST_NAME).write_text(newer)
-    _assert_fails([*_ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
+    build_helpers.fails([*build_helpers.ckpt_args(reference_dir), "--out", str(out), "--backend", "float32"],
                   capsys, "newer than this uvq-int8", "--force")
     assert (out / mf.MANIFEST_NAME).read_text() == newer
     assert sorted(p.name for p in out.iterdir()) == [mf.MANIFEST_NAME]
 
 
 def test_static_int8_calibrates_on_videos_without_converting_again(build_all, reference_dir,
-                                                                    tmp_path, capsys):
+                                                                    tmp_path, capsys, build_helpers):
     names = [f"{net}_net.tflite" for net in NETS]
-    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
     videos = [reference_dir / "sample_landscape.mp4", reference_dir / "sample_portrait.mp4"]
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
                  "int8-static", "--calibration-videos", *map(str, videos),
                  "--calibration-frames", "2", "--json"])
     out = json.loads(capsys.readouterr().out)
@@ -485,11 +330,11 @@ def test_static_int8_calibrates_on_videos_without_converting_again(build_all, re
 
 
 def test_bias_correction_is_a_build_option_recorded_in_the_manifest(build_all, reference_dir,
-                                                                   tmp_path, capsys):
+                                                                   tmp_path, capsys, build_helpers):
     names = [f"{net}_net.tflite" for net in NETS]
-    out_dir = _copy_subset(build_all.path, tmp_path / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
     video = reference_dir / "sample_landscape.mp4"
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
                  "int8-static", "--calibration-videos", str(video), "--calibration-frames", "2",
                  "--int8-bias-correction", "depthwise", "--json"])
     out = json.loads(capsys.readouterr().out)
@@ -503,7 +348,7 @@ def test_bias_correction_is_a_build_option_recorded_in_the_manifest(build_all, r
         assert record["mean_abs_channel_error_after"] < record["mean_abs_channel_error_before"]
     # A bad value is refused before any work, with the choices named.
     with pytest.raises(SystemExit) as exit_:
-        main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+        main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
               "int8-static", "--int8-bias-correction", "some"])
     assert exit_.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
 
@@ -526,12 +371,12 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_while_writing_models_is_one_line_and_loses_nothing(
-        build_all, reference_dir, small_disk, capsys):
+        build_all, reference_dir, small_disk, capsys, build_helpers):
     # The float32 files (31 MB) fit; the fp16 files made from them do not.
     names = [f"{net}_net.tflite" for net in NETS]
-    out_dir = _copy_subset(build_all.path, small_disk / "models", names)
+    out_dir = build_helpers.copy_subset(build_all.path, small_disk / "models", names)
     before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
-    code = main(["build", *_ckpt_args(reference_dir), "--out", str(out_dir),
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir),
                  "--backend", "float32,fp16", "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
