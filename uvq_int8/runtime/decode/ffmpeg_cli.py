@@ -33,11 +33,11 @@ from typing import Iterator
 import numpy as np
 
 from uvq_int8.errors import VideoError
+from uvq_int8.runtime.decode import probe as probing
 from uvq_int8.runtime.decode import verified
 from uvq_int8.runtime.decode.pipe import END_OF_FRAMES, Pipeline
 from uvq_int8.runtime.decode.probe import (FRAME_BYTES, FRAME_SHAPE, DecodeStats, SamplePlan,
-                                           VideoInfo, check_file, ffmpeg_url, find_tool, probe,
-                                           sample_plan)
+                                           VideoInfo, ffmpeg_url, find_tool)
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,7 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
     ffmpeg check happen now (errors raise here); ffmpeg starts on the first ``next()``.
     Closing the iterator early stops ffmpeg.
     """
-    if info is None:
-        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
-    else:
-        check_file(path)
-    if plan is None:
-        plan = sample_plan(info, fps)
+    info, plan = probing.prepare(path, fps, ffprobe, info, plan)
     binary = find_tool(ffmpeg, "--ffmpeg_path")
     attempts = decode_commands(path, info, plan, transpose, binary, method, decode_threads)
     stats = stats if stats is not None else DecodeStats()

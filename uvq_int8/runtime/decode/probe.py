@@ -309,6 +309,18 @@ def sample_plan(info: VideoInfo, fps: int = 1) -> SamplePlan:
     return SamplePlan(length, used, num, indices, orig_fps)
 
 
+def prepare(path: str | Path, fps: int, ffprobe: str = "ffprobe",
+            info: VideoInfo | None = None,
+            plan: SamplePlan | None = None) -> tuple[VideoInfo, SamplePlan]:
+    """A decoder's request: the probe (made now unless given; with ``info`` the file is
+    only checked to exist) and upstream's frame plan (made now unless given)."""
+    if info is None:
+        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
+    else:
+        check_file(path)
+    return info, plan if plan is not None else sample_plan(info, fps)
+
+
 def source_frame_times(path: str | Path, fps: int, count: int,
                        ffprobe: str = "ffprobe") -> list[float] | None:
     """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.

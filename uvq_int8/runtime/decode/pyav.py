@@ -48,8 +48,8 @@ import numpy as np
 
 from uvq_int8.errors import VideoError
 from uvq_int8.runtime.decode import ffmpeg_cli, frame_choice, pipe, verified
-from uvq_int8.runtime.decode.probe import (FRAME_SHAPE, DecodeStats, SamplePlan, VideoInfo,
-                                           check_file, probe, sample_plan)
+from uvq_int8.runtime.decode import probe as probing
+from uvq_int8.runtime.decode.probe import FRAME_SHAPE, DecodeStats, SamplePlan, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +250,7 @@ def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
                 decode_threads: int | None = None,
                 plan: SamplePlan | None = None) -> Iterator[np.ndarray]:
     """``ffmpeg_cli.iter_frames``' frames (same arguments), decoded packet by packet with PyAV."""
-    if info is None:
-        info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
-    else:
-        check_file(path)
-    if plan is None:
-        plan = sample_plan(info, fps)
+    info, plan = probing.prepare(path, fps, ffprobe, info, plan)
     stats = stats if stats is not None else DecodeStats()
     stats.decoder = stats.decoder or "pyav"
     stats.method = "pyav"
