@@ -6,6 +6,7 @@ Run by hand (bias correction of DistortionNet takes minutes per recipe):
         [--methods minmax,p99.99,mse] [--bias none,depthwise,all] [--json FILE]
     .venv/bin/python benchmarks/int8_accuracy.py --models DIR --built int8-static \\
         [--against OLD_DIR] [--json FILE]
+    .venv/bin/python benchmarks/int8_accuracy.py --models DIR --int4 --weights minmax,MSE,OCTAV
 
 DIR holds the float32 files of one weight set (``uvq-int8 build --backend float32``). Per
 net it calibrates on the build's default natural calibration frames (per-frame min/max,
@@ -15,6 +16,11 @@ percentile; ``mse``: least quantization error), optionally bias-corrects each re
 (``depthwise``: the 16 DEPTHWISE_CONV_2D ops; ``all``: all 81 convolutions; one op at a
 time), and reports the output-feature SNR (dB, pooled over frames) and cosine against the
 float32 file on the promise holdout frames (natural clips of images no build split uses).
+
+``--float-groups none,stem+block1`` also leaves op groups float32 (``se``: the
+squeeze-excitation paths' 1x1 ops); ``--logits`` adds the aggregation logit's change with
+the other net float32, ``--speed`` times each candidate against float32 (interleaved calls),
+and ``--save DIR`` writes each candidate for ``int8_layers.py --candidate``.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uvq_int8.backends import NETS
 from uvq_int8.convert import bias_correction as B
 from uvq_int8.convert import calibration as C
-from uvq_int8.convert import natural, sensitivity
+from uvq_int8.convert import natural, quantize, sensitivity
 from uvq_int8.convert import tensor_stats as T
 from uvq_int8.runtime import frames as F
 from uvq_int8.util import atomic_write_text, machine_info
@@ -76,6 +83,21 @@ def net_times(runners: dict, frames, rounds: int = 5) -> dict[str, float]:
                 runner.run(inputs[net][i])
                 times[name].append((time.perf_counter() - started) * 1000)
     return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def candidate_speed(net: str, float_model: bytes, model: bytes, frames, threads: int) -> float:
+    """float32 ms / ``model`` ms for one net, from interleaved calls (``net_times``)."""
+    import tempfile
+
+    from uvq_int8 import runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / "float.tflite", Path(tmp) / "candidate.tflite"]
+        for path, data in zip(paths, (float_model, model)):
+            path.write_bytes(data)
+        ms = net_times({"float32": (runtime.NetRunner(net, paths[0], threads), net),
+                        "candidate": (runtime.NetRunner(net, paths[1], threads), net)}, frames)
+    return round(ms["float32"] / ms["candidate"], 3)
 
 
 def speed(models: Path, backend: str, against: Path | None, frames, threads: int) -> dict:
@@ -138,13 +160,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bias", default="none,depthwise,all")
     p.add_argument("--weights", default="minmax",
                    help="the convolutions' weight ranges, a comma list of "
-                        f"{', '.join(sensitivity.WEIGHT_ALGORITHMS)} (each with every method)")
+                        f"{', '.join(quantize.WEIGHT_ALGORITHMS)} (each with every method)")
+    p.add_argument("--float-groups", default="none",
+                   help="op groups to leave float32, a comma list of alternatives, each "
+                        "'none' or groups joined by '+' (e.g. none,stem+block1; 'se': the "
+                        "squeeze-excitation paths' 1x1 ops); each is measured with every "
+                        "method")
+    p.add_argument("--logits", action="store_true",
+                   help="also the aggregation logit's change on the same frames, with the "
+                        "other net float32 (max, mean, share of frames within 0.1)")
+    p.add_argument("--speed", action="store_true",
+                   help="also time each candidate against the float32 file (median of "
+                        "interleaved calls on 4 frames): float32 ms / candidate ms")
+    p.add_argument("--save", type=Path, metavar="DIR",
+                   help="also write each candidate file to DIR (for int8_layers.py --candidate)")
     p.add_argument("--calibration-frames", type=int, default=16)
     p.add_argument("--holdout-frames", type=int, default=24)
     p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
                    help="the natural split to measure on: the promise holdout (default), or "
                         "the auto search split (to choose a method without the holdout)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--int4", action="store_true",
+                   help="instead: int4 (dynamic_wi4_afp32, channelwise) with each --weights "
+                        "algorithm for the convolutions' weights, against float32")
     p.add_argument("--built", nargs="+", metavar="BACKEND",
                    help="instead: measure these built backends of --models (e.g. int8-static) "
                         "against its float32 files on the holdout frames, and time each net "
@@ -169,9 +207,32 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine_info(), "rows": rows},
                 indent=2))
         return 0
+    if args.int4:
+        rows = []
+        for net in args.nets.split(","):
+            float_model = (args.models / f"{net}_net.tflite").read_bytes()
+            for weights in args.weights.split(","):
+                model = quantize.quantize_model("dynamic_wi4_afp32", float_model,
+                                                weight_algorithm=weights)
+                snr, cosine = output_agreement(net, float_model, model, hold.frames,
+                                               args.threads)
+                row = {"net": net, "recipe": "dynamic_wi4_afp32", "weights": weights,
+                       "snr_db": snr, "cosine": cosine}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        if args.json:
+            atomic_write_text(args.json, json.dumps({
+                "models": str(args.models), "eval_split": args.eval_split,
+                "holdout_sha256": hold.sha256, "machine": machine_info(), "rows": rows},
+                indent=2))
+        return 0
     cal = natural.make_set("calibration", args.calibration_frames)
     print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), {args.eval_split} "
           f"{len(hold.frames)} frames from {hold.images} ({hold.sha256[:12]})", file=sys.stderr)
+    held = None
+    if args.logits:
+        held = sensitivity.HeldOut({n: args.models / f"{n}_net.tflite" for n in NETS},
+                                   hold.frames, args.threads)
     rows = []
     for net in args.nets.split(","):
         float_model = (args.models / f"{net}_net.tflite").read_bytes()
@@ -188,10 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                                                       if net == "distortion" else None))
         print(f"{net}: statistics in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         float_means = None
-        for method, weights in [(m, w) for m in args.methods.split(",")
-                                for w in args.weights.split(",")]:
+        for method, weights, floats in [(m, w, g) for m in args.methods.split(",")
+                                        for w in args.weights.split(",")
+                                        for g in args.float_groups.split(",")]:
+            groups = () if floats == "none" else tuple(floats.split("+"))
+            se = ("se" in groups) and sensitivity.se_outputs(sensitivity.graph_ops(float_model))
             model = sensitivity.quantize_static(float_model, ranges_for(method, stats),
-                                                weight_algorithm=weights)
+                                                float_groups=[g for g in groups if g != "se"],
+                                                weight_algorithm=weights,
+                                                float_outputs=se or ())
             for bias in args.bias.split(","):
                 started = time.perf_counter()
                 record = None
@@ -208,9 +274,26 @@ def main(argv: list[str] | None = None) -> int:
                 snr, cosine = output_agreement(net, float_model, corrected, hold.frames,
                                                args.threads)
                 row = {"net": net, "method": method, "weights": weights, "bias": bias,
+                       "float_groups": floats,
                        "snr_db": snr,
                        "cosine": cosine, "bias_seconds": round(time.perf_counter() - started, 1),
                        "bias_record": record}
+                if held is not None:
+                    deltas = held.logit_deltas(held.features("content", corrected if
+                                                             net == "content" else None),
+                                               held.features("distortion", corrected if
+                                                             net == "distortion" else None))
+                    row.update(logit_delta_max=round(float(deltas.max()), 4),
+                               logit_delta_mean=round(float(deltas.mean()), 4),
+                               within_0_1=round(float((deltas <= 0.1).mean()), 4))
+                if args.save:
+                    args.save.mkdir(parents=True, exist_ok=True)
+                    name = f"{net}_{method}_{weights}_{floats}_{bias}.tflite"
+                    (args.save / name).write_bytes(corrected)
+                    row["file"] = str(args.save / name)
+                if args.speed:
+                    row["float32_over_candidate"] = candidate_speed(
+                        net, float_model, corrected, hold.frames[:4], args.threads)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"models": str(args.models), "calibration_sha256": cal.sha256,

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", required=True, type=Path)
     p.add_argument("--backend", default="int8-static")
     p.add_argument("--net", default="content", choices=("content", "distortion"))
+    p.add_argument("--candidate", type=Path, metavar="FILE",
+                   help="measure this .tflite of --net instead of the backend's file (e.g. one "
+                        "that int8_accuracy.py --save wrote)")
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--worst", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     float_paths = get_backend("float32").model_paths(args.models)
     held = natural.make_set("holdout", args.frames)
     frames = [[F.net_inputs(f)[0 if args.net == "content" else 1]] for f in held.frames]
-    rows = T.layer_report(float_paths[args.net].read_bytes(), paths[args.net].read_bytes(),
+    candidate = args.candidate or paths[args.net]
+    rows = T.layer_report(float_paths[args.net].read_bytes(), candidate.read_bytes(),
                           frames, args.threads)
     print(f"| op | kind | group | SNR dB | cosine | SNR lost here |\n|---|---|---|---|---|---|")
     for r in rows:
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps({
             "models": str(args.models), "backend": args.backend, "net": args.net,
+            "candidate": str(candidate),
             "frames": len(frames), "holdout_sha256": held.sha256, "machine": machine_info(),
             "rows": [asdict(r) for r in rows]}, indent=2))
     return 0

@@ -301,3 +301,63 @@ def test_each_rejected_look_is_recorded_with_its_own_choice():
     result.take(auto.NetChoice("fp16_weights"), auto.NetChoice("float32"), m, 650.0)
     assert result.content.recipe == "fp16_weights" and result.modelled_ms["chosen"] == 650.0
 
+
+@pytest.fixture
+def early_error_net(monkeypatch):
+    """A hand-made net: each group in int8 adds its own logit error, and the stem and
+    block 1 (high resolution) carry most of it. Returns (held-out, ranges)."""
+    groups = ["stem", "block1", "block2", "block3", "block4", "head"]
+    error = {"stem": 0.06, "block1": 0.05, "block2": 0.012, "block3": 0.012, "block4": 0.012,
+             "head": 0.012}
+    ops = [S.OpInfo(i, "CONV_2D", g, g, 10_000_000, 1000) for i, g in enumerate(groups)]
+    monkeypatch.setattr(S, "graph_ops", lambda model: ops)
+
+    def make_model(choice, float_model, ranges=None, ops=None):
+        floats = set(groups) if choice.recipe != "static_wi8_ai8" else set(choice.float_groups)
+        return ",".join(g for g in groups if g not in floats).encode()
+
+    monkeypatch.setattr(auto, "make_model", make_model)
+
+    class Held:
+        frames = [0]
+        reference = {"content": np.zeros(1), "distortion": np.zeros(1)}
+
+        def features(self, net, model):
+            int8 = model.decode().split(",") if model else []
+            return np.array([sum(error[g] for g in int8 if g)])
+
+        def measure_features(self, content, distortion):
+            d = float(content[0] + distortion[0])
+            return S.Measurement(d, d)
+
+    def table(net, float_model, qsvs, held_out, progress=None, int8_ratio=0.3):
+        cost = S.cost_model(ops, int8_ratio)
+        return S.SensitivityTable(net, 1, [S.GroupSensitivity(g, 1, cost.share(g), error[g],
+                                                              error[g], 0.0) for g in groups])
+
+    monkeypatch.setattr(S, "sensitivity_table", table)
+
+    class Ranges:
+        def merged(self, how):
+            return {}
+
+    return Held(), Ranges()
+
+
+def _int8_errors(cands) -> dict:
+    return {c.choice.float_groups: c.measurement.logit_delta_max for c in cands
+            if c.choice.recipe == "static_wi8_ai8"}
+
+
+def test_a_float_prefix_is_tried_when_the_early_groups_carry_the_error(early_error_net):
+    # Growing an int8 set from single groups stops early, while "all int8 but the stem
+    # and block 1" is within budget and much faster.
+    held, ranges = early_error_net
+    cands, _ = auto.net_candidates("distortion", b"", ranges, held, 0.06, merges=("mean",))
+    errors = _int8_errors(cands)
+    assert errors[("stem",)] == pytest.approx(0.098)  # one group float: still over 0.06
+    assert errors[("stem", "block1")] == pytest.approx(0.048)  # within: the walk stops here
+    assert ("stem", "block1", "block2") not in errors
+    best = min((c for c in cands if c.measurement.logit_delta_max <= 0.06),
+               key=lambda c: c.modelled_ms)
+    assert best.choice.float_groups == ("stem", "block1")

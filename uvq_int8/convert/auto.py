@@ -25,12 +25,16 @@ from uvq_int8.convert import sensitivity as S
 from uvq_int8.convert.calibration import RANGE_MERGES, FrameRanges, NetRanges
 from uvq_int8.backends import AUTO, RECIPES
 
-# 3: up to promise.DEFAULT_LOOKS candidates confirmed in turn, each at the Bonferroni-split
+# 4: int8 candidates also leave a prefix of the net float (the stem, then block 1, ...):
+# the high-resolution early groups lose the most under int8 (docs/backends.md). 3: up to
+# promise.DEFAULT_LOOKS candidates confirmed in turn, each at the Bonferroni-split
 # fraction; int8 candidates include the build's histogram ranges. 2: chosen on natural
 # search frames and confirmed once on confirmation frames from other images
 # (runtime/promise.py); the record holds the promise. 1: chosen and measured on the same
 # (synthetic) frames, with no promise.
-AUTO_VERSION = 3
+AUTO_VERSION = 4
+# The longest float prefix tried: the stem and blocks 1-3, about half of the net's time.
+MAX_FLOAT_PREFIX = 4
 # Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
 # dequantized at load and run as float32 compute, so float32 wins a tie with them.
 _RECIPE_ORDER = ("static_wi8_ai8", "float32", "fp16_weights")
@@ -295,13 +299,14 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | NetRanges
     best = min(full, key=lambda c: (c.measurement.logit_delta_max, c.measurement.logit_delta_mean,
                                     merges.index(c.choice.range_merge)))
     need_mixed = mixed and best.measurement.logit_delta_max > budget
-    if not (need_mixed or sensitivity):
-        return out, None
     how = best.choice.range_merge
+    if not need_mixed:
+        if not sensitivity:
+            return out, None
+        return out, S.sensitivity_table(net, float_model, ranges.merged(how), held_out,
+                                        progress=say, int8_ratio=int8_ratio)
     table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say,
                                 int8_ratio=int8_ratio)
-    if not need_mixed:
-        return out, table
     # Full int8 is over budget: grow an int8 set from the groups that are within budget on
     # their own, cheapest error per saved millisecond first, while the whole stays within.
     order = {g: i for i, g in enumerate(groups)}
@@ -316,6 +321,17 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | NetRanges
         if cand.measurement.logit_delta_max > budget:
             break
         chosen = trial
+    # And from the other side: all int8 but a float prefix, one group longer at a time,
+    # until one is within budget. A longer prefix is only slower, so the walk also stops
+    # at a prefix no faster than a candidate already within budget.
+    fastest_within = min(c.modelled_ms for c in out if c.measurement.logit_delta_max <= budget)
+    for k in range(1, min(MAX_FLOAT_PREFIX, len(groups) - 1) + 1):
+        floats = tuple(groups[:k])
+        if costs.ms(groups[k:]) >= fastest_within:
+            break
+        cand = add(NetChoice("static_wi8_ai8", how, floats), groups[k:])
+        if cand.measurement.logit_delta_max <= budget:
+            break
     return out, table
 
 

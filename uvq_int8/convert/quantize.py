@@ -69,7 +69,33 @@ def quantizer_modules():
     return calibrator, qtyping, quantizer, recipe, recipe_manager, AlgorithmName
 
 
-def _recipe_config(name: str):
+# Weight-range algorithms for the convolutions' weights (``weight_rules``): ai-edge-
+# quantizer's min/max (its default), MSE and OCTAV. They change weight ranges only.
+WEIGHT_ALGORITHMS = ("minmax", "MSE", "OCTAV")
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def weight_rules(rules: list, algorithm: str, ops: tuple[str, ...] = _WEIGHT_OPS) -> list:
+    """``rules`` (a recipe's list of op rules) with the convolutions' weight ranges from
+    ``algorithm``, as per-op overrides. MSE registers only FC, EMBEDDING_LOOKUP and the
+    convolutions, so as the default key it would leave ADD, MUL and LOGISTIC float."""
+    import copy
+
+    if algorithm not in WEIGHT_ALGORITHMS:
+        raise ValueError(f"unknown weight algorithm {algorithm!r}; known: "
+                         f"{', '.join(WEIGHT_ALGORITHMS)}")
+    rules = list(rules)
+    if algorithm == "minmax":
+        return rules
+    algorithms = quantizer_modules()[5]
+    for op in ops:
+        rule = copy.deepcopy(rules[0])
+        rule.update(operation=op, algorithm_key=getattr(algorithms, algorithm).value)
+        rules.append(rule)
+    return rules
+
+
+def _recipe_config(name: str, weight_algorithm: str = "minmax"):
     _, qtyping, _, recipe, _, algorithms = quantizer_modules()
     if name == "fp16_weights":
         from ai_edge_quantizer import recipe_manager
@@ -84,7 +110,9 @@ def _recipe_config(name: str):
         "dynamic_wi4_afp32": recipe.dynamic_wi4_afp32,
         "static_wi8_ai8": recipe.static_wi8_ai8,
     }
-    return builders[name]()
+    # Dynamic int4 has no depthwise kernel in ai-edge-quantizer's policy: convolutions only.
+    ops = ("CONV_2D",) if name == "dynamic_wi4_afp32" else _WEIGHT_OPS
+    return weight_rules(builders[name](), weight_algorithm, ops)
 
 
 def profiler_calibrator(float_model: bytes, threads: int = 2):
@@ -105,8 +133,11 @@ def profiler_calibrator(float_model: bytes, threads: int = 2):
 
 
 def quantize_model(recipe_name: str, float_model: bytes,
-                   calibration_result: Mapping[str, Any] | None = None) -> bytes:
-    """Apply a recipe to a float32 flatbuffer; returns the new flatbuffer."""
+                   calibration_result: Mapping[str, Any] | None = None,
+                   weight_algorithm: str = "minmax") -> bytes:
+    """Apply a recipe to a float32 flatbuffer; returns the new flatbuffer.
+
+    ``weight_algorithm`` sets the convolutions' weight ranges (``WEIGHT_ALGORITHMS``)."""
     recipe = get_recipe(recipe_name)
     if recipe.quantized_dtype is None:
         return bytes(float_model)
@@ -117,7 +148,8 @@ def quantize_model(recipe_name: str, float_model: bytes,
         with quiet_fd2(), warnings.catch_warnings():
             # Its sufficiency check opens a debug interpreter and warns about that.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-            q = quantizer.Quantizer(bytearray(float_model), _recipe_config(recipe_name))
+            q = quantizer.Quantizer(bytearray(float_model),
+                                    _recipe_config(recipe_name, weight_algorithm))
             result = q.quantize(calibration_result=dict(calibration_result or {}) or None,
                                 enable_progress_bar=False, enable_progress_report=False)
     except QuantizationError:

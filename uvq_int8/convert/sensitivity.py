@@ -68,6 +68,7 @@ class OpInfo:
     group: str
     macs: int
     elements: int
+    spatial: int = 0  # height x width of a 4-D output (1 in a squeeze-excitation path)
 
 
 def graph_ops(model: bytes) -> list[OpInfo]:
@@ -100,7 +101,9 @@ def graph_ops(model: bytes) -> list[OpInfo]:
         elements = n
         if kind in _ELEMENTWISE_INPUTS and op.InputsLength():
             elements += int(np.prod(shape(int(op.Inputs(0)))))
-        ops.append(OpInfo(i, kind, name, group_of(name), macs, elements))
+        dims = shape(out)
+        spatial = dims[1] * dims[2] if len(dims) == 4 else 0
+        ops.append(OpInfo(i, kind, name, group_of(name), macs, elements, spatial))
     return ops
 
 
@@ -112,7 +115,16 @@ def group_names(ops: Sequence[OpInfo]) -> list[str]:
     return list(seen)
 
 
-def group_regex(ops: Sequence[OpInfo], groups: Iterable[str]) -> str | None:
+def se_outputs(ops: Sequence[OpInfo]) -> tuple[str, ...]:
+    """Output names of the squeeze-excitation paths' ops after the pooling: the 1x1 ops of
+    the MBConv blocks (two convolutions, a SiLU and the gate's sigmoid per block). They
+    hold a few hundred values per frame, so float32 there costs next to nothing."""
+    return tuple(op.output for op in ops
+                 if op.group.startswith("block") and op.spatial == 1 and op.op != "MEAN")
+
+
+def group_regex(ops: Sequence[OpInfo], groups: Iterable[str],
+                outputs: Iterable[str] = ()) -> str | None:
     """A regex matching exactly the output tensor names of the ops in ``groups``.
 
     ai-edge-quantizer searches an override's regex in each op's "scope": its output tensor
@@ -120,7 +132,7 @@ def group_regex(ops: Sequence[OpInfo], groups: Iterable[str]) -> str | None:
     how a converter spells module paths.
     """
     wanted = set(groups)
-    names = sorted({op.output for op in ops if op.group in wanted})
+    names = sorted({op.output for op in ops if op.group in wanted} | set(outputs))
     if not names:
         return None
     return "^(?:" + "|".join(re.escape(n) for n in names) + ");$"
@@ -193,32 +205,19 @@ def cost_constants(isa: str, measure: Callable[[], float]) -> dict[str, Any]:
 # Weight-range algorithms ai-edge-quantizer offers for the convolutions (activations keep
 # their min/max calibration): "MSE" registers only weight-bearing ops, "OCTAV" also ADD,
 # MUL and LOGISTIC, so both are set per op kind rather than as the recipe's default key.
-WEIGHT_ALGORITHMS = ("minmax", "MSE", "OCTAV")
-_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-
-
 def quantize_static(float_model: bytes, qsvs: Mapping[str, Any],
                     float_groups: Iterable[str] = (), ops: Sequence[OpInfo] | None = None,
-                    weight_algorithm: str = "minmax") -> bytes:
+                    weight_algorithm: str = "minmax", float_outputs: Iterable[str] = ()) -> bytes:
     """Full-integer int8 (``static_wi8_ai8``) with the ops of ``float_groups`` left float,
     and the convolutions' weight ranges from ``weight_algorithm``."""
-    import copy
-
     from uvq_int8.util import quiet_fd2
-    from uvq_int8.convert.quantize import QuantizationError, quantizer_modules
+    from uvq_int8.convert.quantize import QuantizationError, quantizer_modules, weight_rules
 
-    if weight_algorithm not in WEIGHT_ALGORITHMS:
-        raise ValueError(f"unknown weight algorithm {weight_algorithm!r}; known: "
-                         f"{', '.join(WEIGHT_ALGORITHMS)}")
     float_groups = tuple(float_groups)
     _, qtyping, quantizer, recipe, _, algorithms = quantizer_modules()
-    regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups)
-    rules = list(recipe.static_wi8_ai8())
-    if weight_algorithm != "minmax":
-        for op in _WEIGHT_OPS:
-            rule = copy.deepcopy(rules[0])
-            rule.update(operation=op, algorithm_key=getattr(algorithms, weight_algorithm).value)
-            rules.append(rule)
+    regex = group_regex(ops if ops is not None else graph_ops(float_model), float_groups,
+                        float_outputs)
+    rules = weight_rules(recipe.static_wi8_ai8(), weight_algorithm)
     try:
         with quiet_fd2():
             q = quantizer.Quantizer(bytearray(float_model), rules)
