@@ -3,6 +3,7 @@ running a batch of videos (int8-static by default). Run by hand (not a test):
 
     .venv/bin/pip install -e '.[bench,ray]'
     .venv/bin/python benchmarks/bench_batch.py --model-dir DIR [--rounds 3] [--json OUT]
+    .venv/bin/python benchmarks/bench_batch.py --model-dir DIR --efficiency [--rounds 3]
 
 It makes (or reuses) 12 natural-content 1080p30 clips of 5 s: photographs from
 ``skimage.data`` panned and zoomed by ffmpeg's zoompan, with film grain, encoded with
@@ -13,6 +14,12 @@ a fresh set of processes, in a rotated order:
 - ``xargs-P2``: the same commands two at a time (``xargs -P2``);
 - ``jobs1`` / ``jobs2``: ``uvq LIST --format jsonl --jobs N``;
 - ``ray2``: ``uvq-int8 batch LIST --engine ray --jobs 2`` (starts a local Ray instance).
+
+``--efficiency`` measures scaling instead: for N = 1 ... cores, N ``uvq LIST --jobs 1
+--threads 1`` workers, worker i pinned to core i and given every N-th clip; it reports
+videos per hour per core and the efficiency, throughput on N cores over N times one core.
+On 2 cores ``--jobs 2`` against ``--jobs 1`` cannot show scaling (one worker already uses
+both cores); this can.
 
 Peak memory is the largest sum of RSS over the launched process and all its descendants,
 sampled every 50 ms (``peak_mb``), and the same for PSS (``peak_pss_mb``), which splits a
@@ -119,6 +126,59 @@ def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: 
             "peak_mb": peak["rss"] / 1024, "peak_pss_mb": peak["pss"] / 1024}
 
 
+def run_pinned(n: int, clips: list[Path], model_dir: Path, backend: str, work: Path) -> dict:
+    """``n`` workers, worker i pinned to its own core (``os.sched_setaffinity``) with one
+    interpreter thread and one decode thread, scoring clips i, i+n, ...: wall time of all."""
+    cpus = sorted(os.sched_getaffinity(0))[:n]
+    procs = []
+    started = time.perf_counter()
+    for i, cpu in enumerate(cpus):
+        listing = work / f"pinned{n}-{i}.txt"
+        listing.write_text("".join(f"{c}\n" for c in clips[i::n]))
+        out = work / f"pinned{n}-{i}.jsonl"
+        out.unlink(missing_ok=True)
+        code = (f"import os; os.sched_setaffinity(0, {{{cpu}}}); "
+                "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", code, str(listing), "--format", "jsonl", "--jobs", "1",
+             "--threads", "1", "--output", str(out), "--backend", backend, "--model-dir",
+             str(model_dir), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"pinned run failed ({proc.returncode}): {err.decode()[-2000:]}")
+    seconds = time.perf_counter() - started
+    return {"workers": n, "seconds": seconds, "videos_per_hour": 3600 * len(clips) / seconds}
+
+
+def efficiency(clips: list[Path], args, machine: dict, facts: list[dict]) -> None:
+    """Videos per hour per core and the efficiency, N = 1 ... cores pinned workers."""
+    cores = len(os.sched_getaffinity(0))
+    runs: dict[int, list[dict]] = {n: [] for n in range(1, cores + 1)}
+    with tempfile.TemporaryDirectory() as work:
+        for r in range(args.rounds):
+            order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+            for n in order:
+                result = run_pinned(n, clips, args.model_dir, args.backend, Path(work))
+                runs[n].append(result)
+                print(f"round {r + 1} {n} pinned worker(s) {result['seconds']:7.1f} s "
+                      f"{result['videos_per_hour']:7.0f} videos/h", flush=True)
+    med = {n: statistics.median(x["videos_per_hour"] for x in runs[n]) for n in runs}
+    rows = [{"cores": n, "videos_per_hour": med[n], "per_core": med[n] / n,
+             "efficiency": med[n] / (n * med[1])} for n in runs]
+    print(f"\nmachine: {machine['cpu']}, isa {machine['isa']}; {args.backend}, "
+          f"median of {args.rounds} rounds")
+    print("| cores (pinned workers) | videos/hour | videos/hour per core | efficiency |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['cores']} | {row['videos_per_hour']:.0f} | {row['per_core']:.0f} | "
+              f"{row['efficiency']:.2f} |")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"machine": machine, "clips": facts,
+                                                 "mode": "efficiency", "runs": runs,
+                                                 "rows": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, required=True)
@@ -126,6 +186,10 @@ def main() -> None:
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench-batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--efficiency", action="store_true",
+                    help="instead: N = 1 ... cores workers, each pinned to its own core with "
+                         "one interpreter and one decode thread; videos per hour per core and "
+                         "the efficiency (throughput on N cores / N x one core)")
     ap.add_argument("--json", type=Path, help="write the raw measurements here")
     args = ap.parse_args()
     modes = args.modes.split(",")
@@ -136,6 +200,9 @@ def main() -> None:
           f"{min(f['mbps'] for f in facts)}-{max(f['mbps'] for f in facts)} Mb/s, "
           f"B-frames {min(f['b_frames'] for f in facts)}; cores {machine['cores']}, "
           f"{machine['cpu']}")
+    if args.efficiency:
+        efficiency(clips, args, machine, facts)
+        return
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as work:
         for r in range(args.rounds):
