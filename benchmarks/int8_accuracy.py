@@ -21,6 +21,10 @@ float32 file on the promise holdout frames (natural clips of images no build spl
 squeeze-excitation paths' 1x1 ops); ``--logits`` adds the aggregation logit's change with
 the other net float32, ``--speed`` times each candidate against float32 (interleaved calls),
 and ``--save DIR`` writes each candidate for ``int8_layers.py --candidate``.
+
+``--refit none,3e-2`` adds the least-squares refit of the 1x1 convolutions (recipe version
+3; the value is the ridge; ``--refit-no-check`` keeps every fit) and ``--equalize none,1``
+rescales the residual streams' channels before calibration (SmoothQuant's alpha).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import numpy as np
 from uvq_int8.backends import NETS
 from uvq_int8.convert import bias_correction as B
 from uvq_int8.convert import calibration as C
+from uvq_int8.convert import equalize as EQ
+from uvq_int8.convert import refit as R
 from uvq_int8.convert import natural, quantize, sensitivity
 from uvq_int8.convert import tensor_stats as T
 from uvq_int8.runtime import frames as F
@@ -174,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
                         "interleaved calls on 4 frames): float32 ms / candidate ms")
     p.add_argument("--save", type=Path, metavar="DIR",
                    help="also write each candidate file to DIR (for int8_layers.py --candidate)")
+    p.add_argument("--equalize", default="none", metavar="ALPHAS",
+                   help="comma-separated: none, or SmoothQuant's alpha in [0, 1] for "
+                        "residual-stream channel equalization before calibration")
+    p.add_argument("--refit", default="none", metavar="RIDGES",
+                   help="comma-separated: none, or the ridge of a least-squares refit of "
+                        "the 1x1 convolutions with int8 inputs in the loop (e.g. 1e-3)")
+    p.add_argument("--refit-no-check", action="store_true",
+                   help="fit on every calibration frame and keep every fit (the refit "
+                        "normally keeps a fit only if it is better on the last quarter)")
+    p.add_argument("--refit-frames", type=int, default=16,
+                   help="refit on the first N calibration frames (DistortionNet's refit "
+                        "runs the whole int8 net once per frame and 1x1 convolution)")
     p.add_argument("--calibration-frames", type=int, default=16)
     p.add_argument("--holdout-frames", type=int, default=24)
     p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
@@ -234,18 +252,25 @@ def main(argv: list[str] | None = None) -> int:
         held = sensitivity.HeldOut({n: args.models / f"{n}_net.tflite" for n in NETS},
                                    hold.frames, args.threads)
     rows = []
-    for net in args.nets.split(","):
+    for net, eq in [(n, e) for n in args.nets.split(",") for e in args.equalize.split(",")]:
         float_model = (args.models / f"{net}_net.tflite").read_bytes()
 
         def inputs(net=net):
             return ([net_input(net, f)] for f in cal.frames)
 
         started = time.perf_counter()
-        ranges = C.calibrate_per_frame(float_model, ({"args_0": x[0]} for x in inputs()),
+        source = float_model
+        eq_record = None
+        if eq != "none":
+            one = T.one_item_variant(float_model) if net == "distortion" else None
+            source, rec = EQ.equalized(float_model, inputs,
+                                       float(eq), args.threads, statistics_model=one)
+            eq_record = rec.as_dict()
+        ranges = C.calibrate_per_frame(source, ({"args_0": x[0]} for x in inputs()),
                                        threads=args.threads)
         # As the build does: DistortionNet a patch at a time, on its one-patch variant.
-        stats = C.tensor_statistics(float_model, inputs, ranges, args.threads,
-                                    statistics_model=(T.one_item_variant(float_model)
+        stats = C.tensor_statistics(source, inputs, ranges, args.threads,
+                                    statistics_model=(T.one_item_variant(source)
                                                       if net == "distortion" else None))
         print(f"{net}: statistics in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         float_means = None
@@ -254,30 +279,43 @@ def main(argv: list[str] | None = None) -> int:
                                         for g in args.float_groups.split(",")]:
             groups = () if floats == "none" else tuple(floats.split("+"))
             se = ("se" in groups) and sensitivity.se_outputs(sensitivity.graph_ops(float_model))
-            model = sensitivity.quantize_static(float_model, ranges_for(method, stats),
+            model = sensitivity.quantize_static(source, ranges_for(method, stats),
                                                 float_groups=[g for g in groups if g != "se"],
                                                 weight_algorithm=weights,
                                                 float_outputs=se or ())
-            for bias in args.bias.split(","):
+            for bias, refit in [(b, r) for b in args.bias.split(",")
+                                for r in args.refit.split(",")]:
                 started = time.perf_counter()
                 record = None
                 corrected = model
                 if BIAS[bias]:
                     if float_means is None:
                         sites = [s.output for s in B.bias_sites(model)]
-                        float_means = B.channel_means(float_model, inputs, sites,
+                        float_means = B.channel_means(source, inputs, sites,
                                                       args.threads)[0]
-                    corrected, rec = B.correct(model, float_model, inputs, iterations=1,
+                    corrected, rec = B.correct(model, source, inputs, iterations=1,
                                                threads=args.threads, float_means=float_means,
                                                ops=BIAS[bias])
                     record = rec.as_dict()
+                refit_record = None
+                if refit != "none":
+                    some = cal.frames[:args.refit_frames]
+                    corrected, rrec = R.refit(
+                        corrected, source, lambda: ([net_input(net, f)] for f in some),
+                        threads=args.threads, ridge=float(refit),
+                        check=not args.refit_no_check,
+                        statistics_model=(T.one_item_variant(source) if net == "distortion"
+                                          else None),
+                        progress=lambda t: print(t, file=sys.stderr, flush=True))
+                    refit_record = rrec.as_dict()
                 snr, cosine = output_agreement(net, float_model, corrected, hold.frames,
                                                args.threads)
                 row = {"net": net, "method": method, "weights": weights, "bias": bias,
-                       "float_groups": floats,
+                       "float_groups": floats, "equalize": eq, "equalize_record": eq_record,
                        "snr_db": snr,
                        "cosine": cosine, "bias_seconds": round(time.perf_counter() - started, 1),
-                       "bias_record": record}
+                       "bias_record": record,
+                       "refit": refit, "refit_record": refit_record}
                 if held is not None:
                     deltas = held.logit_deltas(held.features("content", corrected if
                                                              net == "content" else None),
@@ -288,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                                within_0_1=round(float((deltas <= 0.1).mean()), 4))
                 if args.save:
                     args.save.mkdir(parents=True, exist_ok=True)
-                    name = f"{net}_{method}_{weights}_{floats}_{bias}.tflite"
+                    extra = "".join(f"_{k}{v}" for k, v in (("eq", eq), ("refit", refit))
+                                    if v != "none")
+                    name = f"{net}_{method}_{weights}_{floats}_{bias}{extra}.tflite"
                     (args.save / name).write_bytes(corrected)
                     row["file"] = str(args.save / name)
                 if args.speed:

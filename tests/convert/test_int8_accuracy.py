@@ -267,3 +267,99 @@ def test_weight_range_algorithms_change_only_how_conv_weights_are_set(content_fi
     assert _delegate_nodes(octav) == 1
     with pytest.raises(ValueError, match="unknown weight algorithm"):
         S.quantize_static(float_model, qsvs, weight_algorithm="GPTQ")
+
+
+def _outputs(model: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model, num_threads=1)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
+
+
+def test_equalization_finds_the_seven_residual_streams_and_keeps_the_function(
+        content_files, calibration_inputs):
+    from uvq_int8.convert import equalize as E
+
+    float_model = content_files[0]
+    streams = E.find_streams(float_model)
+    # One stream per EfficientNet-B0 stage: its projections write it, the next stage's
+    # expansions (and the final 2x2 convolution) read it; no SiLU-fed tensor is touched.
+    assert [s.channels for s in streams] == [16, 24, 40, 80, 112, 192, 320]
+    assert [len(s.producers) for s in streams] == [1, 2, 2, 3, 3, 4, 1]
+    assert [len(s.names) for s in streams] == [1, 3, 3, 5, 5, 7, 1]
+    equalized, record = E.equalized(float_model, calibration_inputs, alpha=1.0)
+    assert len(equalized) == len(float_model) and equalized != float_model
+    assert record.frames == 4 and record.streams == 7
+    assert max(record.spread_before) > 1.3
+    assert record.spread_after == pytest.approx([1.0] * 7)
+    x = next(iter(calibration_inputs()))[0]
+    want, got = _outputs(float_model, x), _outputs(equalized, x)
+    assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+    with pytest.raises(ValueError, match="alpha"):
+        E.equalize(float_model, streams, [np.ones(s.channels) for s in streams], alpha=1.5)
+
+
+def _buffers(model: bytes) -> list[bytes]:
+    from uvq_int8.convert.tflite_graph import buffer_view
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    data = bytearray(model)
+    g = TFLiteGraph(data)
+    out = []
+    for i in range(g.m.BuffersLength()):
+        try:
+            out.append(buffer_view(data, g.m, i, np.uint8).tobytes())
+        except ValueError:  # an empty buffer
+            out.append(b"")
+    return out
+
+
+def test_refit_changes_only_the_kept_1x1_weights_and_never_loses_on_its_check_frames(
+        content_files, calibration_inputs):
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert import sensitivity
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    float_model, int8_model = content_files
+    sites = R.refit_sites(int8_model)
+    assert len(sites) == 31  # 15 expansions and 16 projections; no SE op, no 2x2 one
+    refitted, record = R.refit(int8_model, float_model, calibration_inputs)
+    assert record.ops == 31 and record.frames == 4 and record.check_frames == 1
+    assert 1 <= record.accepted <= 31
+    assert record.snr_after_db >= record.snr_before_db
+    assert len(refitted) == len(int8_model) and refitted != int8_model
+    # Only the sites' weight and bias bytes may change; every other buffer is the same.
+    g = TFLiteGraph(bytearray(int8_model))
+    own = {int(g.sg.Tensors(t).Buffer()) for s in sites for t in (s.weight, s.bias)}
+    old, new = _buffers(int8_model), _buffers(refitted)
+    changed = {i for i, (a, b) in enumerate(zip(old, new)) if a != b}
+    assert changed and changed <= own
+    before, after = sensitivity.graph_ops(int8_model), sensitivity.graph_ops(refitted)
+    assert [(o.op, o.output) for o in before] == [(o.op, o.output) for o in after]
+    assert _delegate_nodes(refitted) == 1
+    with pytest.raises(ValueError, match="at least 2 calibration frames"):
+        R.refit(int8_model, float_model, lambda: iter([next(iter(calibration_inputs()))]))
+
+
+def test_a_prefix_model_gives_the_whole_nets_tensors_bit_for_bit(content_files,
+                                                                 calibration_inputs):
+    from uvq_int8.convert import refit as R
+
+    int8_model = content_files[1]
+    site = R.refit_sites(int8_model)[10]
+    x = next(iter(calibration_inputs()))
+    whole = T.TensorProbe(int8_model, 1)
+    part = T.TensorProbe(T.prefix_model(int8_model, [site.input, site.output]), 1,
+                         keep_all=False)
+    assert len(part.ops) < len(whole.ops)
+    for probe in (whole, part):
+        probe.run(*x)
+    for name in (site.input, site.output):
+        a, b = ([probe.tensor(o.index) for o in probe.ops if o.name == name][0]
+                for probe in (whole, part))
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="no tensor"):
+        T.prefix_model(int8_model, ["no such tensor"])

@@ -126,10 +126,13 @@ def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
     assert static["recipe_options"]["calibration"]["frames"] == build_all.options.calibration_frames
     assert static["checkpoint"]["sha256"] == record["checkpoints"]["distortion"]["sha256"]
     # The recipe's activation ranges (0.2.0: percentile of a histogram over all frames).
-    assert static["recipe_options"]["recipe_version"] == 2
+    # Recipe version 3: the 1x1 convolutions refitted by least squares.
+    assert static["recipe_options"]["recipe_version"] == 3
     assert static["recipe_options"]["activation_ranges"] == "percentile"
     assert static["recipe_options"]["percentile"] == 99.99
     assert static["recipe_options"]["bias_correction"] == "none"
+    assert static["recipe_options"]["refit"] == "lsq"
+    assert static["recipe_options"]["refit_ridge"] == 0.03
     # DistortionNet's statistics ran a patch at a time on the one-patch variant.
     nets_record = record["calibration"]["nets"]
     assert nets_record["distortion"]["statistics_runs"] == 9 * build_all.options.calibration_frames
@@ -351,6 +354,39 @@ def test_bias_correction_is_a_build_option_recorded_in_the_manifest(build_all, r
         main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
               "int8-static", "--int8-bias-correction", "some"])
     assert exit_.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
+
+
+def test_refit_is_a_build_option_recorded_in_the_manifest(build_all, reference_dir, tmp_path,
+                                                          capsys, build_helpers):
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
+    video = reference_dir / "sample_landscape.mp4"
+    code = main(["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir), "--backend",
+                 "int8-static", "--calibration-videos", str(video), "--calibration-frames", "2",
+                 "--int8-refit", "lsq", "--int8-refit-ridge", "0.03", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    manifest = mf.load(out_dir)
+    for net in ("content", "distortion"):
+        options = manifest.files[f"{net}_net_int8_static.tflite"]["recipe_options"]
+        assert options["refit"] == "lsq" and options["refit_ridge"] == 0.03
+        record = out["calibration"]["nets"][net]["refit"]
+        assert record["ops"] == 31 and record["frames"] == 2 and record["ridge"] == 0.03
+        assert record["check_frames"] == 1 and 0 <= record["accepted"] <= 31
+        assert record["mean_op_check_snr_after_db"] >= record["mean_op_check_snr_before_db"]
+    # Bad values are refused before any work, in one line.
+    for flag, value, message in (("--int8-refit", "some", "invalid choice: 'some'"),
+                                 ("--int8-refit-ridge", "-1", "--int8-refit-ridge must be a "
+                                                              "positive number")):
+        argv = ["build", *build_helpers.ckpt_args(reference_dir), "--out", str(out_dir),
+                "--backend", "int8-static", flag, value]
+        if flag == "--int8-refit":
+            with pytest.raises(SystemExit) as exit_:
+                main(argv)
+            assert exit_.value.code == 2 and message in capsys.readouterr().err
+        else:
+            assert main(argv) == 1  # a build error, as for other bad build options
+            assert message in capsys.readouterr().err
 
 
 @pytest.fixture()

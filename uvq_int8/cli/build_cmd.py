@@ -46,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "scikit-image, compressed, scaled, blurred) or synthetic (generated "
                           "patterns)")
     from uvq_int8.convert.options import (DEFAULT_INT8_BIAS_CORRECTION, DEFAULT_INT8_PERCENTILE,
-                                          DEFAULT_INT8_RANGES, INT8_BIAS_CORRECTIONS,
-                                          INT8_RANGE_METHODS)
+                                          DEFAULT_INT8_RANGES, DEFAULT_INT8_REFIT,
+                                          DEFAULT_INT8_REFIT_RIDGE, INT8_BIAS_CORRECTIONS,
+                                          INT8_RANGE_METHODS, INT8_REFITS)
 
     cal.add_argument("--int8-ranges", choices=INT8_RANGE_METHODS, default=DEFAULT_INT8_RANGES,
                      help="how int8-static sets each activation's range: percentile "
@@ -63,6 +64,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="correct int8-static's convolution biases for their mean error on "
                           "the calibration frames: none (default), depthwise (the 16 depthwise "
                           "convolutions) or all (81); one convolution at a time")
+    cal.add_argument("--int8-refit", choices=INT8_REFITS, default=DEFAULT_INT8_REFIT,
+                     help="refit int8-static's 1x1 convolutions by least squares, with the "
+                          "int8 net's own inputs and float32's outputs on the calibration "
+                          f"frames: none or lsq (default {DEFAULT_INT8_REFIT}); one "
+                          "convolution at a time, a few minutes for DistortionNet; a fit is "
+                          "kept only if better on the last quarter of the frames (needs at "
+                          "least 2)")
+    cal.add_argument("--int8-refit-ridge", type=float, default=DEFAULT_INT8_REFIT_RIDGE,
+                     metavar="R", help="how strongly the refit stays near the original "
+                                       f"weights (default {DEFAULT_INT8_REFIT_RIDGE:g})")
     search = p.add_argument_group(
         "auto backend (--backend auto): the fastest configuration within a logit budget")
     search.add_argument("--max-logit-delta", type=float, metavar="D",
@@ -131,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         confirmation_looks=args.confirmation_looks,
         promise_fraction=args.promise_fraction,
         int8=_convert.Int8Settings(args.int8_ranges, args.int8_percentile,
-                                   args.int8_bias_correction), **extra)
+                                   args.int8_bias_correction, args.int8_refit,
+                                   args.int8_refit_ridge), **extra)
     if args.max_logit_delta is not None and not args.validation_videos:
         print("uvq-int8: warning: no --validation-videos: the auto choice and its promise rest "
               "on natural clips made from a few photographs, not on your content; give your "

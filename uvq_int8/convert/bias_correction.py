@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from uvq_int8.convert import tensor_stats as T
+from uvq_int8.convert.tflite_graph import buffer_view
 
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 DEFAULT_ITERATIONS = 2
@@ -38,22 +39,6 @@ def _model(data: bytearray):
     from uvq_int8.runtime.tflite_info import load_schema
 
     return load_schema().Model.GetRootAs(data, 0)
-
-
-def _int32_view(data: bytearray, m, buffer: int) -> np.ndarray:
-    """A writable int32 view of a buffer's bytes inside ``data``.
-
-    Small buffers sit inside the flatbuffer; larger ones (ai-edge-quantizer writes them
-    so) are appended after it, with an offset and size from the start of the file.
-    """
-    buf = m.Buffers(buffer)
-    if buf.Offset() > 1:
-        start, size = int(buf.Offset()), int(buf.Size())
-        return np.frombuffer(memoryview(data)[start:start + size], dtype=np.int32)
-    inner = buf.DataAsNumpy()
-    if not isinstance(inner, np.ndarray):
-        raise ValueError(f"buffer {buffer} holds no data")
-    return inner.view(np.int32)
 
 
 def bias_sites(model: bytes | bytearray) -> list[BiasSite]:
@@ -90,7 +75,7 @@ def biases(model: bytes | bytearray, sites: Sequence[BiasSite]) -> dict[str, np.
     """Each site's int32 bias (copies)."""
     data = bytearray(model)
     m = _model(data)
-    return {s.output: _int32_view(data, m, s.buffer).copy() for s in sites}
+    return {s.output: buffer_view(data, m, s.buffer).copy() for s in sites}
 
 
 def add_to_biases(model: bytes, steps: Mapping[str, np.ndarray],
@@ -102,7 +87,7 @@ def add_to_biases(model: bytes, steps: Mapping[str, np.ndarray],
         step = steps.get(site.output)
         if step is None:
             continue
-        view = _int32_view(data, m, site.buffer)
+        view = buffer_view(data, m, site.buffer)
         total = view.astype(np.int64) + step.astype(np.int64)
         info = np.iinfo(np.int32)
         view[:] = np.clip(total, info.min, info.max).astype(np.int32)

@@ -190,6 +190,22 @@ class Calibration:
                                   progress=say, ops=ops)
         return model, record.as_dict()
 
+    def refit(self, net: str, filename: str, int8_model: bytes, float_model: bytes,
+              settings: "Int8Settings") -> tuple[bytes, dict]:
+        """``int8_model`` with its 1x1 convolutions refitted (``uvq_int8.convert.refit``)."""
+        from uvq_int8.convert import refit as R
+
+        def say(text: str) -> None:
+            self.status(filename, text)
+
+        if len(self.frames.calibration_store()) < 2:  # one to fit on, one to check on
+            return int8_model, {"skipped": "the refit needs at least 2 calibration frames"}
+        started = time.perf_counter()
+        model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
+                                threads=self.threads, ridge=settings.refit_ridge,
+                                statistics_model=self.statistics_model(net), progress=say)
+        return model, {**record.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
+
 
 class NetRanges:
     """A net's calibration results by name: ``mean``, ``union`` and ``median`` merge the

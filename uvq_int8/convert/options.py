@@ -36,6 +36,12 @@ DEFAULT_INT8_PERCENTILE = 99.99
 # Empirical bias correction of the int8 file: none, the 16 depthwise convolutions, or all 81.
 INT8_BIAS_CORRECTIONS = ("none", "depthwise", "all")
 DEFAULT_INT8_BIAS_CORRECTION = "none"
+# Least-squares refit of int8-static's 1x1 convolutions with int8 inputs in the loop
+# (uvq_int8.convert.refit): none (recipe version 2), or lsq with a ridge towards
+# the original weights (the default since recipe version 3).
+INT8_REFITS = ("none", "lsq")
+DEFAULT_INT8_REFIT = "lsq"
+DEFAULT_INT8_REFIT_RIDGE = 3e-2
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Int8Settings:
     ranges: str = DEFAULT_INT8_RANGES
     percentile: float = DEFAULT_INT8_PERCENTILE
     bias_correction: str = DEFAULT_INT8_BIAS_CORRECTION
+    refit: str = DEFAULT_INT8_REFIT
+    refit_ridge: float = DEFAULT_INT8_REFIT_RIDGE
 
     @property
     def needs_statistics(self) -> bool:
@@ -56,6 +64,9 @@ class Int8Settings:
         if self.ranges == "percentile":
             out["percentile"] = self.percentile
         out["bias_correction"] = self.bias_correction
+        out["refit"] = self.refit
+        if self.refit != "none":
+            out["refit_ridge"] = self.refit_ridge
         return out
 
 

@@ -161,6 +161,12 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if not 50.0 < int8.percentile <= 100.0:
         raise BuildError(f"--int8-percentile must be above 50 and at most 100, got "
                          f"{int8.percentile:g}")
+    if int8.refit not in O.INT8_REFITS:
+        raise BuildError(f"--int8-refit must be one of {', '.join(O.INT8_REFITS)}, "
+                         f"got {int8.refit!r}")
+    if not (int8.refit_ridge > 0 and math.isfinite(int8.refit_ridge)):
+        raise BuildError(f"--int8-refit-ridge must be a positive number, got "
+                         f"{int8.refit_ridge!r}")
     if int8.bias_correction not in O.INT8_BIAS_CORRECTIONS:
         raise BuildError(f"--int8-bias-correction must be one of "
                          f"{', '.join(O.INT8_BIAS_CORRECTIONS)}, got {int8.bias_correction!r}")

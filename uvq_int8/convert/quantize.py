@@ -25,7 +25,8 @@ from uvq_int8.runtime.tflite_info import ModelInfo
 # Bump when a recipe's implementation changes the files it makes: the build
 # then rebuilds those files even though checkpoints and options are unchanged.
 # 2: static_wi8_ai8's activation ranges from tensor histograms (Int8Settings).
-RECIPE_VERSION = 2
+# 3: static_wi8_ai8's 1x1 convolutions refitted by least squares (uvq_int8.convert.refit).
+RECIPE_VERSION = 3
 
 
 class QuantizationError(UserError):

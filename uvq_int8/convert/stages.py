@@ -228,6 +228,10 @@ class _Builder:
                     data, record = self.frame_ranges.bias_correct(net, job.filename, data,
                                                                   float_model, int8)
                     self.frames.record_net(net, {"bias_correction": record})
+                if job.recipe == "static_wi8_ai8" and int8.refit != "none":
+                    data, record = self.frame_ranges.refit(net, job.filename, data,
+                                                           float_model, int8)
+                    self.frames.record_net(net, {"refit": record})
                 info = read_model_info(data)
                 quantize.check_quantized(job.recipe, info)
                 inputs, outputs = _io_ports(net, info)

@@ -43,13 +43,15 @@ class OpOutput:
 class TensorProbe:
     """One net on an interpreter that keeps every tensor; float in, float tensors out."""
 
-    def __init__(self, model: bytes, threads: int = 2) -> None:
+    def __init__(self, model: bytes, threads: int = 2, keep_all: bool = True) -> None:
+        """``keep_all=False`` keeps only the graph's outputs readable (a plain, faster
+        interpreter; with ``prefix_model`` those are the tensors wanted)."""
         from uvq_int8.runtime.interpreter import interpreter_class
         from uvq_int8.util import quiet_fd2
 
         with quiet_fd2():
             self._interp = interpreter_class()(model_content=bytes(model), num_threads=threads,
-                                                experimental_preserve_all_tensors=True)
+                                                experimental_preserve_all_tensors=keep_all)
             self._interp.allocate_tensors()
         details = {d["index"]: d for d in self._interp.get_tensor_details()}
         self._quant = {i: (float(d["quantization"][0]), int(d["quantization"][1]))
@@ -268,12 +270,9 @@ def one_item_variant(model: bytes) -> bytes:
     names stay the same, so statistics gathered on it apply to the full net's tensors,
     at a ninth of the memory.
     """
-    import flatbuffers
+    from uvq_int8.runtime.tflite_info import builtin_op_names
 
-    from uvq_int8.runtime.tflite_info import builtin_op_names, load_schema
-
-    schema = load_schema()
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    m = _unpacked(model)
     sg = m.subgraphs[0]
     batch = int(sg.tensors[sg.inputs[0]].shape[0])
     names = builtin_op_names()
@@ -301,7 +300,50 @@ def one_item_variant(model: bytes) -> bytes:
             tensor.shape = [1, *list(tensor.shape)[1:]]
             if tensor.shapeSignature is not None and len(tensor.shapeSignature):
                 tensor.shapeSignature = [1, *list(tensor.shapeSignature)[1:]]
+    return _packed(m, len(model))
+
+
+def _unpacked(model: bytes):
+    """The model as flatbuffer objects, every buffer's bytes held inline.
+
+    ai-edge-quantizer appends large buffers after the flatbuffer (an offset and a size);
+    the object API does not read those bytes, so they are copied in here and written back
+    inline.
+    """
+    from uvq_int8.runtime.tflite_info import load_schema
+
+    m = load_schema().ModelT.InitFromPackedBuf(bytearray(model), 0)
+    for buf in m.buffers or []:
+        if buf.offset and buf.offset > 1:
+            buf.data = np.frombuffer(model, np.uint8, int(buf.size), int(buf.offset)).copy()
+            buf.offset = buf.size = 0
+    return m
+
+
+def _packed(m, size_hint: int) -> bytes:
+    import flatbuffers
+
     m.signatureDefs = None  # the signature named the old outputs
-    builder = flatbuffers.Builder(len(model) + 1024)
+    builder = flatbuffers.Builder(size_hint + 1024)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def prefix_model(model: bytes, outputs: Sequence[str]) -> bytes:
+    """The net cut after the last op that writes one of the named tensors, with those
+    tensors as its outputs (in the order given). It runs on a plain interpreter and gives
+    the same values as the whole net's tensors, bit for bit."""
+    m = _unpacked(model)
+    sg = m.subgraphs[0]
+    index = {t.name.decode("utf-8", "replace"): i for i, t in enumerate(sg.tensors)}
+    missing = [n for n in outputs if n not in index]
+    if missing:
+        raise ValueError(f"the net has no tensor {missing[0]!r}")
+    wanted = {index[n] for n in outputs}
+    last = max((i for i, op in enumerate(sg.operators) if wanted & set(op.outputs)),
+               default=None)
+    if last is None:
+        raise ValueError("no op writes the named tensors")
+    sg.operators = sg.operators[:last + 1]
+    sg.outputs = [index[n] for n in outputs]
+    return _packed(m, len(model))

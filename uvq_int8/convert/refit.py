@@ -1,0 +1,238 @@
+"""Least-squares refit of a full-integer int8 net's 1x1 convolutions, int8 inputs in the loop.
+
+A convolution whose output is a small difference of large terms amplifies the noise that
+int8 activations put on its input. EfficientNet's projection convolutions are such: the
+per-layer report (``benchmarks/int8_layers.py``) shows the trained DistortionNet losing
+23 dB at block 1's. Given the int8 net's own (noisy) input x̃ and the float32 net's output
+y of the same op, the weights that minimise E‖W x̃ + b − y‖² give up a little of the signal
+for less noise (the Wiener solution). They are found in closed form from sampled positions
+of the calibration frames, with a small ridge towards the current weights, quantized per
+output channel as the quantizer does, and written into the file: the int8 weights, their
+scales and the int32 bias (and its scale, s_in · s_w[c]). The ops, the tensors and the
+single XNNPACK node stay as they are.
+
+The ops are refitted one at a time in graph order, each measured with every one before it
+refitted, on the net cut after its input (``tensor_stats.prefix_model``), so that a plain
+interpreter gives that input without keeping every tensor. Each fit uses the first three
+quarters of the frames and is kept only if it beats the current weights on the last
+quarter: with few positions per frame (ContentNet's last blocks see 8x8) a fit would
+otherwise learn the calibration frames. Only 1x1 CONV_2D ops with at least
+``MIN_POSITIONS`` output positions per frame take part: the squeeze-excitation ones see
+one position per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from uvq_int8.convert import tensor_stats as T
+from uvq_int8.convert.tflite_graph import INT8, INT32, TFLiteGraph, buffer_view
+
+MIN_POSITIONS = 16
+DEFAULT_SAMPLES = 1024  # positions per frame and op
+DEFAULT_RIDGE = 1e-3  # relative to the mean diagonal of the inputs' second moment
+
+
+@dataclass(frozen=True)
+class RefitSite:
+    """One 1x1 convolution of the int8 net."""
+
+    op_index: int
+    input: str
+    output: str
+    weight: int  # tensor indices in the int8 file
+    bias: int
+    cin: int
+    cout: int
+
+
+@dataclass(frozen=True)
+class RefitRecord:
+    ops: int  # 1x1 convolutions considered
+    accepted: int  # refits kept: better on the check frames than the weights they replace
+    frames: int
+    check_frames: int
+    samples_per_frame: int
+    ridge: float
+    # Mean over the considered ops of the output's SNR in dB against float32 on the check
+    # frames' samples, with the weights before and after (kept or not) that op's refit.
+    snr_before_db: float
+    snr_after_db: float
+
+    def as_dict(self) -> dict:
+        return {"method": "least-squares refit of 1x1 convolutions, int8 inputs in the loop",
+                "ops": self.ops, "accepted": self.accepted, "frames": self.frames,
+                "check_frames": self.check_frames,
+                "samples_per_frame": self.samples_per_frame, "ridge": self.ridge,
+                "mean_op_check_snr_before_db": round(self.snr_before_db, 2),
+                "mean_op_check_snr_after_db": round(self.snr_after_db, 2)}
+
+
+def refit_sites(int8_model: bytes) -> list[RefitSite]:
+    """The 1x1 CONV_2D ops with int8 weights, an int32 bias and enough positions."""
+    g = TFLiteGraph(bytearray(int8_model))
+    sites = []
+    for op, kind in enumerate(g.kinds):
+        ins = g.inputs[op]
+        if kind != "CONV_2D" or len(ins) < 3 or ins[2] < 0:
+            continue
+        w, out = g.shape(ins[1]), g.shape(g.outputs[op][0])
+        if (w[1:3] != [1, 1] or g.sg.Tensors(ins[1]).Type() != INT8
+                or g.sg.Tensors(ins[2]).Type() != INT32 or len(out) != 4
+                or out[1] * out[2] < MIN_POSITIONS):
+            continue
+        sites.append(RefitSite(op, g.name(ins[0]), g.name(g.outputs[op][0]), ins[1], ins[2],
+                               w[3], w[0]))
+    return sites
+
+
+def _positions(rng: np.random.Generator, total: int, samples: int) -> np.ndarray:
+    return np.sort(rng.choice(total, size=min(total, samples), replace=False))
+
+
+def _snr(a: np.ndarray, ref: np.ndarray) -> float:
+    return T.snr_db(float(np.sum(ref.astype(np.float64) ** 2)),
+                    float(np.sum((a.astype(np.float64) - ref) ** 2)))
+
+
+def refit(int8_model: bytes, float_model: bytes,
+          inputs: Callable[[], Iterable[Sequence[np.ndarray]]], threads: int = 2,
+          samples: int = DEFAULT_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0,
+          statistics_model: bytes | None = None, check: bool = True,
+          progress: Callable[[str], None] | None = None) -> tuple[bytes, RefitRecord]:
+    """The refitted ``int8_model``; ``inputs()`` yields each calibration frame's inputs.
+
+    ``check=False`` fits on every frame and keeps every fit (what the check guards against;
+    for measurement only).
+
+    The float32 targets come from ``float_model``, or, with ``statistics_model``
+    (DistortionNet's one-patch variant, ``tensor_stats.one_item_variant``), from that,
+    one batch item at a time: a ninth of the memory, the same values.
+    """
+    sites = refit_sites(int8_model)
+    if not sites:
+        raise ValueError("no 1x1 convolution to refit")
+    # The float32 targets, once: y at fixed sampled positions of every site's output.
+    probe = T.TensorProbe(statistics_model if statistics_model is not None else float_model,
+                          threads)
+    index = {o.name: o.index for o in probe.ops}
+    missing = [s.output for s in sites if s.output not in index]
+    if missing:
+        raise ValueError(f"the float32 net has no tensor {missing[0]!r}")
+    targets: dict[str, list[np.ndarray]] = {s.output: [] for s in sites}
+    chosen: dict[str, list[np.ndarray]] = {s.output: [] for s in sites}
+    rng = np.random.default_rng(seed)
+    frames = 0
+    for arrays in inputs():
+        items = ([tuple(a[i:i + 1] for a in arrays) for i in range(len(arrays[0]))]
+                 if statistics_model is not None else [tuple(arrays)])
+        per_site: dict[str, list[np.ndarray]] = {s.output: [] for s in sites}
+        for item in items:
+            probe.run(*item)
+            for s in sites:
+                per_site[s.output].append(probe.tensor(index[s.output]).reshape(-1, s.cout))
+        frames += 1
+        for s in sites:
+            y = np.concatenate(per_site[s.output])
+            where = _positions(rng, len(y), samples)
+            chosen[s.output].append(where)
+            # float16 halves what the targets hold (DistortionNet, 16 frames: ~360 MB);
+            # its 1e-3 relative rounding is far below the int8 error being fitted.
+            targets[s.output].append(y[where].astype(np.float16))
+    del probe
+    if not frames:
+        raise ValueError("refit got no frames")
+    if frames < 2:
+        raise ValueError("refit needs at least 2 calibration frames (one to check on)")
+    # The last quarter of the frames (at least one) only checks each fit: a refit is kept
+    # only where it beats the weights it replaces there. Contiguous, so that with natural
+    # clips or videos the check frames are mostly other content than the fitted ones.
+    held = max(1, frames // 4) if check else 0
+    fit_frames = frames - held
+    data = bytearray(int8_model)
+    before, after = [], []
+    accepted = 0
+    for k, site in enumerate(sites):
+        if progress:
+            progress(f"refit {k + 1}/{len(sites)}")
+        # Only the net up to this op, on a plain interpreter: its input and output.
+        probe = T.TensorProbe(T.prefix_model(bytes(data), [site.input]), threads,
+                              keep_all=False)
+        index = {o.name: o.index for o in probe.ops}
+        xs = []
+        for f, arrays in enumerate(inputs()):
+            probe.run(*arrays)
+            where = chosen[site.output][f]
+            xs.append(probe.tensor(index[site.input]).reshape(-1, site.cin)[where].copy())
+        del probe
+        split = sum(len(v) for v in xs[:fit_frames])
+        x = np.concatenate(xs).astype(np.float64)
+        y = np.concatenate(targets[site.output]).astype(np.float64)
+        old = _weights(data, site)
+        new = _solve(x[:split], y[:split], old, ridge)
+        rest = slice(split, None) if check else slice(None)
+        old_snr, new_snr = (_snr(_apply(w, x[rest]), y[rest]) for w in (old, new))
+        before.append(old_snr)
+        after.append(max(old_snr, new_snr) if check else new_snr)
+        if new_snr > old_snr or not check:
+            _write(data, site, new)
+            accepted += 1
+    return bytes(data), RefitRecord(len(sites), accepted, frames, held, samples, ridge,
+                                    float(np.mean(before)), float(np.mean(after)))
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """One op's int8 weights and int32 bias, with their scales, as the file holds them."""
+
+    q_w: np.ndarray  # [cout, cin] int8
+    w_scale: np.ndarray  # [cout]
+    q_b: np.ndarray  # [cout] int32
+    b_scale: np.ndarray  # [cout], s_in * w_scale
+    s_in: float
+
+
+def _weights(data: bytearray, site: RefitSite) -> _Weights:
+    g = TFLiteGraph(data)
+    wt, bt = g.sg.Tensors(site.weight), g.sg.Tensors(site.bias)
+    return _Weights(
+        buffer_view(data, g.m, int(wt.Buffer()), np.int8).reshape(site.cout, site.cin).copy(),
+        np.asarray(wt.Quantization().ScaleAsNumpy(), np.float64),
+        buffer_view(data, g.m, int(bt.Buffer()), np.int32).copy(),
+        np.asarray(bt.Quantization().ScaleAsNumpy(), np.float64),
+        float(g.sg.Tensors(g.inputs[site.op_index][0]).Quantization().Scale(0)))
+
+
+def _apply(w: _Weights, x: np.ndarray) -> np.ndarray:
+    return x @ (w.q_w.astype(np.float64) * w.w_scale[:, None]).T + w.q_b * w.b_scale
+
+
+def _solve(x: np.ndarray, y: np.ndarray, old: _Weights, ridge: float) -> _Weights:
+    """The ridge least-squares fit of [W b] to (x, y), quantized per output channel
+    (symmetric int8 weights, int32 bias at scale s_in * s_w[c], as the quantizer does)."""
+    theta0 = np.hstack([old.q_w * old.w_scale[:, None], (old.q_b * old.b_scale)[:, None]])
+    a = np.hstack([x, np.ones((len(x), 1))])
+    gram = a.T @ a / len(a)
+    lam = ridge * float(np.mean(np.diag(gram)))
+    theta = np.linalg.solve(gram + lam * np.eye(len(gram)), a.T @ y / len(a) + lam * theta0.T).T
+    w, b = theta[:, :-1], theta[:, -1]
+    w_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
+    b_scale = old.s_in * w_scale
+    info = np.iinfo(np.int32)
+    return _Weights(np.clip(np.round(w / w_scale[:, None]), -127, 127).astype(np.int8), w_scale,
+                    np.clip(np.round(b / b_scale), info.min, info.max).astype(np.int32),
+                    b_scale, old.s_in)
+
+
+def _write(data: bytearray, site: RefitSite, w: _Weights) -> None:
+    """Put ``w`` into the file: weight and bias bytes and their scale vectors, in place."""
+    g = TFLiteGraph(data)
+    wt, bt = g.sg.Tensors(site.weight), g.sg.Tensors(site.bias)
+    buffer_view(data, g.m, int(wt.Buffer()), np.int8)[...] = w.q_w.reshape(-1)
+    buffer_view(data, g.m, int(bt.Buffer()), np.int32)[...] = w.q_b
+    w_scale, b_scale = wt.Quantization().ScaleAsNumpy(), bt.Quantization().ScaleAsNumpy()
+    w_scale[...] = w.w_scale.astype(w_scale.dtype)
+    b_scale[...] = w.b_scale.astype(b_scale.dtype)
