@@ -36,11 +36,12 @@ _GROUP_RE = re.compile(
 # breakdown.py times each net): milliseconds per MAC and per element written (or read by a
 # MUL/ADD/MEAN), and the ratio of full-integer to float32 time. Only that ratio decides
 # the ranking of candidates, and it depends on the instruction set (XNNPACK's int8 kernels
-# gain most from VNNI): per ISA tier (``util.isa_name``), the ratio measured there; on any
-# other machine the build times the two DistortionNet files once (``measure_int8_ratio``).
+# gain most from VNNI): per ISA tier (``util.isa_name``), the ratio measured there by
+# benchmarks/breakdown.py (2 threads, median of interleaved calls; docs/benchmarks.md); on
+# any other machine the build times the two DistortionNet files once (``measure_int8_ratio``).
 MS_PER_GMAC = 9.0
 MS_PER_GELEMENT = 600.0
-INT8_TIME_RATIOS = MappingProxyType({"avx512_vnni": 0.30})
+INT8_TIME_RATIOS = MappingProxyType({"avx512_vnni": 0.30, "avx2": 0.68})
 INT8_TIME_RATIO = INT8_TIME_RATIOS["avx512_vnni"]
 # Per frame and independent of the backend: decode at fps=1 and preprocessing (ms, same machine).
 FRAME_OVERHEAD_MS = 210.0
