@@ -106,16 +106,23 @@ def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | NetR
         raise ValueError("static int8 needs calibration ranges")
     model = S.quantize_static(float_model, ranges.merged(choice.range_merge), choice.float_groups,
                               ops)
+    return with_refit(model, choice.range_merge, choice.float_groups, float_model, ranges, ops)
+
+
+def with_refit(model: bytes, range_merge: str, float_groups: Sequence[str], float_model: bytes,
+               ranges: FrameRanges | NetRanges, ops: Sequence[S.OpInfo] | None = None) -> bytes:
+    """``model`` (static int8 with ``range_merge``, ``float_groups`` float) as the build
+    makes it final: with the build's own ranges and its refit on (int8-static's recipe),
+    the refit of the full-int8 file, whose weights a mixed file takes for the 1x1
+    convolutions it keeps int8; else unchanged."""
     if not (isinstance(ranges, NetRanges) and ranges.refits
-            and choice.range_merge == ranges.settings.ranges):
+            and range_merge == ranges.settings.ranges):
         return model
-    # The build's refit (int8-static's recipe) of the full-int8 file with these ranges; a
-    # mixed file takes its weights for the 1x1 convolutions it keeps int8.
     from uvq_int8.convert import refit as R
 
-    if not choice.float_groups:
+    if not float_groups:
         return ranges.refitted(model)
-    full = S.quantize_static(float_model, ranges.merged(choice.range_merge), (), ops)
+    full = S.quantize_static(float_model, ranges.merged(range_merge), (), ops)
     return R.transplant(ranges.refitted(full), model)[0]
 
 
@@ -316,13 +323,17 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | NetRanges
                                     merges.index(c.choice.range_merge)))
     need_mixed = mixed and best.measurement.logit_delta_max > budget
     how = best.choice.range_merge
+
+    def finish(model: bytes, floats: tuple[str, ...]) -> bytes:
+        return with_refit(model, how, floats, float_model, ranges, ops)
+
     if not need_mixed:
         if not sensitivity:
             return out, None
         return out, S.sensitivity_table(net, float_model, ranges.merged(how), held_out,
-                                        progress=say, int8_ratio=int8_ratio)
+                                        progress=say, int8_ratio=int8_ratio, finish=finish)
     table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say,
-                                int8_ratio=int8_ratio)
+                                int8_ratio=int8_ratio, finish=finish)
     # Full int8 is over budget: grow an int8 set from the groups that are within budget on
     # their own, cheapest error per saved millisecond first, while the whole stays within.
     order = {g: i for i, g in enumerate(groups)}
