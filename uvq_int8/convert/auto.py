@@ -122,8 +122,9 @@ def with_refit(model: bytes, range_merge: str, float_groups: Sequence[str], floa
 
     if not float_groups:
         return ranges.refitted(model)
-    full = S.quantize_static(float_model, ranges.merged(range_merge), (), ops)
-    return R.transplant(ranges.refitted(full), model)[0]
+    refitted = ranges.refitted(
+        lambda: S.quantize_static(float_model, ranges.merged(range_merge), (), ops))
+    return R.transplant(refitted, model)[0]
 
 
 @dataclass(frozen=True)

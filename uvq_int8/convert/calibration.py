@@ -240,12 +240,13 @@ class NetRanges:
         """Whether int8 files with the settings' own ranges take the refit."""
         return self._refit is not None and self.settings is not None
 
-    def refitted(self, full_int8: bytes) -> bytes:
-        """The refit of ``full_int8`` (all int8, the settings' ranges), made once."""
+    def refitted(self, full_int8: bytes | Callable[[], bytes]) -> bytes:
+        """The refit of ``full_int8`` (all int8, the settings' ranges; or what makes it,
+        called only the first time), made once."""
         if self._refit is None:
             raise ValueError("these ranges come without a refit")
         if self._refitted is None:
-            self._refitted = self._refit(full_int8)
+            self._refitted = self._refit(full_int8() if callable(full_int8) else full_int8)
         return self._refitted[0]
 
     @property
