@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvq_int8.convert import auto
+from uvq_int8.convert import auto, sensitivity
 from uvq_int8 import convert
 from uvq_int8.runtime import manifest as mf
 from uvq_int8 import util
@@ -70,7 +70,12 @@ def test_a_loose_budget_chooses_full_integer_int8_on_both_backbones(loose):
     # int8-static's refit, made once per backbone for the candidates with its ranges.
     assert set(record["refits"]) == {"content", "distortion"}
     assert all(r["ops"] == 31 and r["frames"] == 16 for r in record["refits"].values())
-    assert record["modelled_speedup"] > 2.0
+    # Both nets all int8: the modelled time is the float32 one at this ISA's int8 ratio
+    # (0.30 on AVX-512 VNNI, 0.68 on AVX2), plus the per-frame overhead.
+    ms, ratio = record["modelled_ms_per_frame"], record["cost_model"]["int8_time_ratio"]
+    overhead = sensitivity.FRAME_OVERHEAD_MS
+    assert ms["chosen"] == pytest.approx(overhead + ratio * (ms["float32"] - overhead), abs=0.2)
+    assert record["modelled_speedup"] > 1.25
     # Only the auto files were made, from the float32 files already there.
     assert sorted(f.filename for f in loose.summary.built) == sorted(AUTO_FILES)
     assert loose.summary.conversions == []
