@@ -321,14 +321,15 @@ def prepare(path: str | Path, fps: int, ffprobe: str = "ffprobe",
     return info, plan if plan is not None else sample_plan(info, fps)
 
 
-def source_frame_times(path: str | Path, fps: int, count: int,
-                       ffprobe: str = "ffprobe") -> list[float] | None:
-    """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
+def source_choice(path: str | Path, fps: Fraction | int, count: int | None,
+                  ffprobe: str = "ffprobe") -> tuple[np.ndarray, list[int], Fraction,
+                                                     Fraction | None] | None:
+    """(packet timestamps in presentation order, the position among them of each source
+    frame ``-r fps`` hands on (at most ``count``; None: all, the end-of-stream repeat
+    included), the time base, the start time), from ffprobe's packet list: no decoding.
 
-    The choice is ffmpeg 5.1's (``frame_choice``, the one model of ``-r``), made from
-    packet timestamps, so no decoding: at fps=1 the second output frame is the source's
-    second frame, not the one at t = 1 s. None when ffprobe gives no timestamps, or where
-    the choice is not reproduced.
+    The choice is ffmpeg 5.1's (``frame_choice``, the one model of ``-r``). None when
+    ffprobe gives no timestamps, or where the choice is not reproduced.
     """
     from uvq_int8.runtime.decode import frame_choice
 
@@ -356,4 +357,19 @@ def source_frame_times(path: str | Path, fps: int, count: int,
             fps, count)
     except ValueError:
         return None
+    return ordered, chosen, time_base, start
+
+
+def source_frame_times(path: str | Path, fps: Fraction | int, count: int,
+                       ffprobe: str = "ffprobe") -> list[float] | None:
+    """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
+
+    From ``source_choice``, so no decoding: at fps=1 the second output frame is the
+    source's second frame, not the one at t = 1 s. None when ffprobe gives no timestamps,
+    or where the choice is not reproduced.
+    """
+    choice = source_choice(path, fps, count, ffprobe)
+    if choice is None:
+        return None
+    ordered, chosen, time_base, start = choice
     return [round(float(int(ordered[i]) * time_base - (start or 0)), 6) for i in chosen]
