@@ -128,7 +128,8 @@ def arrow_schema():
         ("frame_indices", pa.list_(pa.int64())), ("frame_times", pa.list_(pa.float64())),
         ("backend", pa.string()),
         ("model_sha256", pa.struct([(net, pa.string()) for net in NETS])),
-        ("fps", pa.int64()), ("transpose", pa.bool_()), ("seconds", pa.float64()),
+        # The sampling rate: 1, 0.5, 0.25 (a float since rates need not be whole).
+        ("fps", pa.float64()), ("transpose", pa.bool_()), ("seconds", pa.float64()),
         ("warnings", pa.list_(pa.string())), ("error", pa.string()), ("audit", pa.string()),
     ])
 
@@ -305,8 +306,10 @@ def read_rows(path: str | Path, fmt: str | None = None) -> list[dict]:
                     row[column] = [] if column == "warnings" else None
                 elif column in _LIST_COLUMNS or column == "model_sha256":
                     row[column] = json.loads(cell)
-                elif column in ("size", "fps"):
+                elif column == "size":
                     row[column] = int(cell)
+                elif column == "fps":  # "1" or "0.5", as the rate was written
+                    row[column] = int(cell) if cell.lstrip("-").isdigit() else float(cell)
                 elif column in ("score", "score_min", "score_harmonic_mean", "score_p05",
                                 "seconds"):
                     row[column] = float(cell)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from fractions import Fraction
 
 from uvq_int8 import config as _config
 from uvq_int8.batch import FORMATS
@@ -22,6 +23,28 @@ FORMAT_HELP = ("write one row per video (path, file size and sha256 of its first
                "(--resume then matches by basename)")
 JOBS_HELP = ("worker processes, each loading the models once (default 1: score in this "
              "process); threads per worker default to max(1, cores // N)")
+
+
+FPS_HELP = ("frames per second to sample: a whole number, a decimal or a fraction (0.5 and "
+            "1/4 score one frame every 2 and every 4 seconds, for long videos); -1 scores "
+            "every frame (default 1). The frames are those 'ffmpeg -r FPS' picks, and "
+            "ceil(duration) * FPS of them, rounded up, are scored")
+
+
+def fps_type(text: str) -> Fraction:
+    """``--fps``'s argparse type: an exact rate, or -1 (``probe.parse_fps``); a bad value is
+    argparse's one-line usage error (exit 2)."""
+    from uvq_int8.runtime.decode.probe import parse_fps
+
+    try:
+        return parse_fps(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_fps_argument(p: argparse.ArgumentParser) -> None:
+    """``--fps``."""
+    p.add_argument("--fps", type=fps_type, default="1", metavar="FPS", help=FPS_HELP)
 
 
 def add_batch_options(p: argparse.ArgumentParser) -> None:
@@ -64,8 +87,6 @@ def resolve(args: argparse.Namespace) -> _config.Config:
 
 def score_options(args: argparse.Namespace, cfg: _config.Config) -> ScoreOptions:
     """How each video is decoded and sampled, from the flags and the configured decoder."""
-    if args.fps == 0 or args.fps < -1:
-        raise UserError(f"--fps must be a positive number of frames per second or -1, got {args.fps}")
     transpose = True if args.transpose else (False if args.no_auto_transpose else None)
     return ScoreOptions(args.fps, transpose, args.ffmpeg_path, args.ffprobe_path,
                         cfg.decoder.value)

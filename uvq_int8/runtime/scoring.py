@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -19,7 +20,7 @@ from uvq_int8.util import usable_cores
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    fps: int = 1
+    fps: Fraction | int = 1  # any positive rate (0.5, Fraction(1, 4)) or -1: every frame
     transpose: bool | None = None  # None: transpose portrait videos, like upstream's batch mode
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
@@ -134,7 +135,7 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
         "model_sha256": models.sha256,
         "model_files": {net: str(p) for net, p in models.paths.items()},
         "transpose": transpose,
-        "fps": plan.fps,
+        "fps": probing.fps_value(plan.fps),
         "seconds": round(elapsed, 3),
         "decoder": stats.decoder,
         "skipped_packets": stats.skipped_packets,
@@ -145,18 +146,19 @@ def score_video(path: str | Path, models: runtime.Models, options: ScoreOptions 
     }
 
 
-def score(path: str | Path, backend: str | None = None, fps: int = 1,
+def score(path: str | Path, backend: str | None = None, fps: Fraction | float | str = 1,
           model_dir: str | Path | None = None, threads: int | None = None,
           transpose: bool | None = None, ffmpeg: str = "ffmpeg",
           ffprobe: str = "ffprobe", decoder: str | None = None, audit: float | None = None,
           audit_budget: float | None = None) -> dict[str, Any]:
     """Score a video with the configured (or given) backend, as ``uvq --output_all_stats``.
 
-    ``audit``: a fraction of frames to score with the float32 files too (UVQ_AUDIT / config
+    ``fps``: frames per second to sample, whole or not (1, 0.5, "1/4"), or -1 for every
+    frame. ``audit``: a fraction of frames to score with the float32 files too (UVQ_AUDIT / config
     ``audit`` when not given); the result then has an ``audit`` entry (uvq_int8.runtime.audit)."""
     cfg = _config.resolve(backend=backend, model_dir=model_dir, threads=threads, decoder=decoder,
                           audit=audit, audit_budget=audit_budget)
     models = runtime.load_models(cfg.backend.value, cfg.model_dir.value, cfg.threads.value)
     return score_video(path, models,
-                       ScoreOptions(fps, transpose, ffmpeg, ffprobe, cfg.decoder.value),
+                       ScoreOptions(probing.parse_fps(fps), transpose, ffmpeg, ffprobe, cfg.decoder.value),
                        audit=cfg.audit.value, audit_budget=cfg.audit_budget.value)
