@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="interpreter threads per worker")
     common.add_decoder_argument(p)
     common.add_fps_argument(p)
+    common.add_segment_argument(p)
     p.add_argument("--transpose", action="store_true", help="rotate every video 90 degrees")
     p.add_argument("--no-auto-transpose", action="store_true",
                    help="do not rotate portrait videos automatically")

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "single-video mode does not rotate them (its .txt batch mode does), "
                         "so this gives upstream's single-video numbers")
     common.add_fps_argument(p)
+    common.add_segment_argument(p)
     p.add_argument("--output", default="",
                    help="single video: write the JSON stats here; batch: the results file "
                         "(required): 'basename,score' lines, or rows in --format")

@@ -404,9 +404,11 @@ def source_choice(path: str | Path, fps: Fraction | int, count: int | None,
     return ordered, chosen, time_base, start
 
 
-def source_frame_times(path: str | Path, fps: Fraction | int, count: int,
-                       ffprobe: str = "ffprobe") -> list[float] | None:
-    """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
+def source_instants(path: str | Path, fps: Fraction | int, count: int,
+                    ffprobe: str = "ffprobe") -> list[Fraction] | None:
+    """Exact timestamps (s, from the file's start) of the source frames ``-r fps`` hands
+    on, at most ``count``: what segments are cut by (``scoring.segments``), so that a
+    frame on a segment boundary falls on the right side of it.
 
     From ``source_choice``, so no decoding: at fps=1 the second output frame is the
     source's second frame, not the one at t = 1 s. None when ffprobe gives no timestamps,
@@ -416,4 +418,15 @@ def source_frame_times(path: str | Path, fps: Fraction | int, count: int,
     if choice is None:
         return None
     ordered, chosen, time_base, start = choice
-    return [round(float(int(ordered[i]) * time_base - (start or 0)), 6) for i in chosen]
+    return [int(ordered[i]) * time_base - (start or 0) for i in chosen]
+
+
+def rounded_times(instants: list[Fraction] | None) -> list[float] | None:
+    """``source_instants`` as the results report them: seconds to the microsecond."""
+    return None if instants is None else [round(float(t), 6) for t in instants]
+
+
+def source_frame_times(path: str | Path, fps: Fraction | int, count: int,
+                       ffprobe: str = "ffprobe") -> list[float] | None:
+    """``source_instants`` in seconds to the microsecond (the rows' ``frame_times``)."""
+    return rounded_times(source_instants(path, fps, count, ffprobe))
