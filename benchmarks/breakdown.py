@@ -9,12 +9,15 @@ invoke time of ContentNet and DistortionNet at 1 and 2 interpreter threads and t
 preprocessing of one frame; then the decoding cost per scored frame (wall and ffmpeg CPU,
 through ``uvq_int8.runtime.decode.uvq_frames``) and ffmpeg's decode-only CPU for the whole clip with
 and without ``-skip_frame noref``. These are the figures behind docs/benchmarks.md's
-"where an int8 frame's time goes".
+"where an int8 frame's time goes". Last, the ratio of int8-static's to float32's
+DistortionNet time, as the build measures it (``sensitivity.measure_int8_ratio``), with
+more rounds: the figure ``sensitivity.INT8_TIME_RATIOS`` holds for this machine's ISA.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import tempfile
@@ -79,6 +82,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench",
                         help="where the 20 s clip is made or reused")
+    parser.add_argument("--ratio-rounds", type=int, default=9,
+                        help="rounds of interleaved calls for the int8 time ratio of auto's "
+                             "cost model (0: skip it)")
+    parser.add_argument("--json", type=Path, help="also write the figures here, as JSON")
     args = parser.parse_args()
 
     from uvq_int8.runtime import decode
@@ -88,21 +95,49 @@ def main() -> int:
     from uvq_int8.util import machine_info
 
     m = machine_info()
+    results: dict = {"machine": m, "nets": {}}
     print(f"machine: {m['cpu']}, {m['cores']} cores, isa {m['isa']}\n")
     print("| backend | content 1t / 2t ms | distortion 1t / 2t ms | preprocessing ms |")
     print("|---|---|---|---|")
     for backend in args.backends.split(","):
-        r = nets(backend.strip(), args.model_dir, frame, args.runs)
+        r = results["nets"][backend.strip()] = nets(backend.strip(), args.model_dir, frame,
+                                                    args.runs)
         print(f"| {backend} | {r['content_ms_1t']:.1f} / {r['content_ms_2t']:.1f} | "
               f"{r['distortion_ms_1t']:.0f} / {r['distortion_ms_2t']:.0f} | "
               f"{r['preprocess_ms']:.1f} |")
-    d = decoding(clip)
+    d = results["decoding"] = decoding(clip)
     print(f"\ndecoding ({d['frames']} scored frames): {d['wall_ms_per_frame']:.0f} ms wall, "
           f"{d['cpu_ms_per_frame']:.0f} ms ffmpeg CPU per scored frame")
     full, skipped = decode_only_cpu(clip, []), decode_only_cpu(clip, ["-skip_frame", "noref"])
+    results["decode_only_cpu_s"] = {"full": full, "skip_noref": skipped}
     print(f"ffmpeg decode only, whole clip: {full:.2f} s CPU; with -skip_frame noref "
           f"{skipped:.2f} s (not usable: it changes which frames are scored)")
+    if args.ratio_rounds > 0:
+        results["int8_time_ratio"] = int8_ratio(args.model_dir, clip, args.ratio_rounds)
+        r = results["int8_time_ratio"]
+        print(f"\nauto's cost model, isa {m['isa']}: int8-static / float32 DistortionNet time "
+              f"{r['ratio']:.3f} (median of {r['calls']} interleaved calls, 2 threads; "
+              f"sensitivity.INT8_TIME_RATIOS holds one per ISA)")
+    if args.json:
+        from uvq_int8.util import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def int8_ratio(model_dir: Path, clip: Path, rounds: int) -> dict:
+    """What the build times on a machine whose ISA has no cost constants
+    (``sensitivity.measure_int8_ratio``), with more rounds, on the clip's first 3 frames."""
+    from uvq_int8.convert import sensitivity as S
+    from uvq_int8.runtime import decode
+    from uvq_int8.runtime import frames as F
+
+    files = [model_dir / f"distortion_net{tag}.tflite" for tag in ("", "_int8_static")]
+    patches = [F.net_inputs(f)[1] for f, _ in zip(decode.uvq_frames(clip, fps=1), range(3))]
+    ratio = S.measure_int8_ratio("distortion", files[0].read_bytes(), files[1].read_bytes(),
+                                 patches, threads=2, rounds=rounds)
+    return {"ratio": ratio, "calls": rounds * len(patches), "threads": 2,
+            "files": [f.name for f in files]}
 
 
 if __name__ == "__main__":

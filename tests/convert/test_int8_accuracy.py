@@ -340,6 +340,8 @@ def test_refit_changes_only_the_kept_1x1_weights_and_never_loses_on_its_check_fr
     before, after = sensitivity.graph_ops(int8_model), sensitivity.graph_ops(refitted)
     assert [(o.op, o.output) for o in before] == [(o.op, o.output) for o in after]
     assert _delegate_nodes(refitted) == 1
+    # Carrying the frames from cut to cut gives what running each op's prefix does.
+    assert R.refit(int8_model, float_model, calibration_inputs, incremental=False)[0] == refitted
     with pytest.raises(ValueError, match="at least 2 calibration frames"):
         R.refit(int8_model, float_model, lambda: iter([next(iter(calibration_inputs()))]))
 
@@ -363,3 +365,74 @@ def test_a_prefix_model_gives_the_whole_nets_tensors_bit_for_bit(content_files,
         assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="no tensor"):
         T.prefix_model(int8_model, ["no such tensor"])
+
+
+def test_a_segment_fed_its_cut_gives_the_whole_nets_tensors_bit_for_bit(content_files,
+                                                                       calibration_inputs):
+    from uvq_int8.convert import refit as R
+
+    int8_model = content_files[1]
+    cuts = T.single_cuts(int8_model)
+    # Between blocks, and right before each 1x1 convolution without a residual around it.
+    assert len(cuts) > 31 and all(s.op_index in cuts for s in R.refit_sites(int8_model)[:4])
+    start = sorted(cuts)[len(cuts) // 2]
+    site = [s for s in R.refit_sites(int8_model) if s.op_index > start][2]
+    x = next(iter(calibration_inputs()))
+    whole = T.TensorProbe(int8_model, 1)
+    whole.run(*x)
+    by_name = {o.name: o.index for o in whole.ops}
+    part = T.TensorProbe(T.segment_model(int8_model, start, cuts[start], [site.input]), 1,
+                         keep_all=False)
+    part.run(whole.raw(by_name[cuts[start]]))
+    got = [part.tensor(o.index) for o in part.ops if o.name == site.input][0]
+    assert np.array_equal(got, whole.tensor(by_name[site.input]))
+    assert len(part.ops) < len(whole.ops) - start
+
+
+def test_auto_int8_files_with_the_builds_ranges_take_its_refit_made_once(content_files,
+                                                                          calibration_inputs):
+    from uvq_int8.convert import auto
+    from uvq_int8.convert import calibration as C
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert.options import Int8Settings
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    float_model = content_files[0]
+    per_frame = C.calibrate_per_frame(float_model,
+                                      ({"args_0": x[0]} for x in calibration_inputs()))
+    stats = C.tensor_statistics(float_model, calibration_inputs, per_frame)
+    made = []
+
+    def refit(model: bytes) -> tuple[bytes, dict]:
+        made.append(model)
+        return R.refit(model, float_model, calibration_inputs)[0], {"ops": 31}
+
+    ranges = C.NetRanges(per_frame, stats, Int8Settings(), refit)
+    plain = C.NetRanges(per_frame, stats, Int8Settings(refit="none"))
+    own = Int8Settings().ranges
+    full = auto.make_model(auto.NetChoice("static_wi8_ai8", own), float_model, ranges)
+    mixed_choice = auto.NetChoice("static_wi8_ai8", own, ("stem", "block1"))
+    mixed = auto.make_model(mixed_choice, float_model, ranges)
+    unfitted = auto.make_model(mixed_choice, float_model, plain)
+    assert len(made) == 1 and ranges.refit_record == {"ops": 31}  # one refit, shared
+    assert full == R.refit(made[0], float_model, calibration_inputs)[0] != made[0]
+    # The mixed file differs from its unrefitted self only in the 1x1 convolutions it keeps
+    # int8, and those hold the full-int8 refit's bytes.
+    donor = {s.output: s for s in R.refit_sites(full)}
+    sites = R.refit_sites(mixed)
+    assert 0 < len(sites) < 31 and all(s.output in donor for s in sites)
+    g, d = TFLiteGraph(bytearray(mixed)), TFLiteGraph(bytearray(full))
+    own_buffers = {int(g.sg.Tensors(t).Buffer()) for s in sites for t in (s.weight, s.bias)}
+    old, new, donor_bytes = _buffers(unfitted), _buffers(mixed), _buffers(full)
+    changed = {i for i, (a, b) in enumerate(zip(old, new)) if a != b}
+    assert changed and changed <= own_buffers
+    for s in sites:
+        theirs = donor[s.output]
+        assert (new[int(g.sg.Tensors(s.weight).Buffer())]
+                == donor_bytes[int(d.sg.Tensors(theirs.weight).Buffer())])
+    assert _delegate_nodes(mixed) == _delegate_nodes(unfitted)
+    # Other range merges, and builds without the refit, quantize as before.
+    union = auto.NetChoice("static_wi8_ai8", "union")
+    assert (auto.make_model(union, float_model, ranges)
+            == auto.make_model(union, float_model, plain))
+    assert len(made) == 1

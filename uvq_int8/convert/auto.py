@@ -25,6 +25,8 @@ from uvq_int8.convert import sensitivity as S
 from uvq_int8.convert.calibration import RANGE_MERGES, FrameRanges, NetRanges
 from uvq_int8.backends import AUTO, RECIPES
 
+# 5: int8 candidates with the build's own histogram ranges take int8-static's refit of
+# the 1x1 convolutions (uvq_int8.convert.refit; mixed ones take the full-int8 file's).
 # 4: int8 candidates also leave a prefix of the net float (the stem, then block 1, ...):
 # the high-resolution early groups lose the most under int8 (docs/backends.md). 3: up to
 # promise.DEFAULT_LOOKS candidates confirmed in turn, each at the Bonferroni-split
@@ -32,7 +34,7 @@ from uvq_int8.backends import AUTO, RECIPES
 # search frames and confirmed once on confirmation frames from other images
 # (runtime/promise.py); the record holds the promise. 1: chosen and measured on the same
 # (synthetic) frames, with no promise.
-AUTO_VERSION = 4
+AUTO_VERSION = 5
 # The longest float prefix tried: the stem and blocks 1-3, about half of the net's time.
 MAX_FLOAT_PREFIX = 4
 # Candidate recipes from fastest to slowest at equal modelled time; fp16 weights are
@@ -102,8 +104,26 @@ def make_model(choice: NetChoice, float_model: bytes, ranges: FrameRanges | NetR
         return quantize.quantize_model("fp16_weights", float_model)
     if ranges is None:
         raise ValueError("static int8 needs calibration ranges")
-    return S.quantize_static(float_model, ranges.merged(choice.range_merge), choice.float_groups,
-                             ops)
+    model = S.quantize_static(float_model, ranges.merged(choice.range_merge), choice.float_groups,
+                              ops)
+    return with_refit(model, choice.range_merge, choice.float_groups, float_model, ranges, ops)
+
+
+def with_refit(model: bytes, range_merge: str, float_groups: Sequence[str], float_model: bytes,
+               ranges: FrameRanges | NetRanges, ops: Sequence[S.OpInfo] | None = None) -> bytes:
+    """``model`` (static int8 with ``range_merge``, ``float_groups`` float) as the build
+    makes it final: with the build's own ranges and its refit on (int8-static's recipe),
+    the refit of the full-int8 file, whose weights a mixed file takes for the 1x1
+    convolutions it keeps int8; else unchanged."""
+    if not (isinstance(ranges, NetRanges) and ranges.refits
+            and range_merge == ranges.settings.ranges):
+        return model
+    from uvq_int8.convert import refit as R
+
+    if not float_groups:
+        return ranges.refitted(model)
+    full = S.quantize_static(float_model, ranges.merged(range_merge), (), ops)
+    return R.transplant(ranges.refitted(full), model)[0]
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,8 @@ class AutoResult:
     rejected_looks: list[dict[str, Any]] = field(default_factory=list)
     # The cost model's int8 time ratio, and the instruction set it is for.
     cost: dict[str, Any] = field(default_factory=dict)
+    # Per backbone, the refit its int8 candidates took (FrameRanges.refit's record).
+    refits: dict[str, Any] = field(default_factory=dict)
 
     def reject(self, failed: Any, content: NetChoice | None = None,
                distortion: NetChoice | None = None,
@@ -214,6 +236,7 @@ class AutoResult:
             "modelled_ms_per_frame": {k: round(v, 1) for k, v in self.modelled_ms.items()},
             "modelled_speedup": round(self.modelled_speedup, 3),
             "cost_model": self.cost,
+            "refits": self.refits,
             "candidates": [c.as_dict() for c in self.candidates],
             "trials": [asdict(t) for t in self.trials],
             "sensitivity": {net: t.as_dict() for net, t in self.sensitivity.items()},
@@ -300,13 +323,17 @@ def net_candidates(net: str, float_model: bytes, ranges: FrameRanges | NetRanges
                                     merges.index(c.choice.range_merge)))
     need_mixed = mixed and best.measurement.logit_delta_max > budget
     how = best.choice.range_merge
+
+    def finish(model: bytes, floats: tuple[str, ...]) -> bytes:
+        return with_refit(model, how, floats, float_model, ranges, ops)
+
     if not need_mixed:
         if not sensitivity:
             return out, None
         return out, S.sensitivity_table(net, float_model, ranges.merged(how), held_out,
-                                        progress=say, int8_ratio=int8_ratio)
+                                        progress=say, int8_ratio=int8_ratio, finish=finish)
     table = S.sensitivity_table(net, float_model, ranges.merged(how), held_out, progress=say,
-                                int8_ratio=int8_ratio)
+                                int8_ratio=int8_ratio, finish=finish)
     # Full int8 is over budget: grow an int8 set from the groups that are within budget on
     # their own, cheapest error per saved millisecond first, while the whole stays within.
     order = {g: i for i, g in enumerate(groups)}
@@ -405,7 +432,9 @@ def search(float_models: Mapping[str, bytes], ranges: Mapping[str, FrameRanges |
     modelled = {"chosen": S.FRAME_OVERHEAD_MS + c.modelled_ms + d.modelled_ms,
                 "float32": S.FRAME_OVERHEAD_MS + sum(x.float32_ms for x in costs.values())}
     result = AutoResult(budget, len(held_out.frames), c.choice, d.choice, m, modelled,
-                        candidates, trials, tables, time.perf_counter() - started, cost=cost)
+                        candidates, trials, tables, time.perf_counter() - started, cost=cost,
+                        refits={net: r.refit_record for net, r in ranges.items()
+                                if isinstance(r, NetRanges) and r.refit_record})
     result.alternatives = [(a.choice, b.choice, mm,
                             S.FRAME_OVERHEAD_MS + a.modelled_ms + b.modelled_ms)
                            for a, b, mm in rest]

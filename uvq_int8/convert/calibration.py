@@ -8,6 +8,7 @@ min/max of every tensor are kept (``FrameRanges``) so the range merges can be co
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
@@ -108,6 +109,7 @@ class Calibration:
         self.statistics_model = statistics_model or (lambda net: None)
         self.ranges: dict[str, FrameRanges] = {}
         self.statistics: dict[str, TensorStatistics] = {}
+        self._refits: dict[tuple, tuple[bytes, dict]] = {}
 
     def _inputs(self, net: str, filename: str, what: str | None):
         """The calibration frames as ``net``'s inputs, again at each call of the result;
@@ -171,7 +173,12 @@ class Calibration:
         ranges = self(net, filename, float_model)
         if settings.ranges == "minmax":
             return NetRanges(ranges)
-        return NetRanges(ranges, self.tensor_statistics(net, filename, float_model), settings)
+
+        def refit(int8_model: bytes) -> tuple[bytes, dict]:
+            return self.refit(net, filename, int8_model, float_model, settings)
+
+        return NetRanges(ranges, self.tensor_statistics(net, filename, float_model), settings,
+                         refit if settings.refit != "none" else None)
 
     def bias_correct(self, net: str, filename: str, int8_model: bytes, float_model: bytes,
                      settings: "Int8Settings") -> tuple[bytes, dict]:
@@ -200,11 +207,16 @@ class Calibration:
 
         if len(self.frames.calibration_store()) < 2:  # one to fit on, one to check on
             return int8_model, {"skipped": "the refit needs at least 2 calibration frames"}
-        started = time.perf_counter()
-        model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
-                                threads=self.threads, ridge=settings.refit_ridge,
-                                statistics_model=self.statistics_model(net), progress=say)
-        return model, {**record.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
+        # int8-static's file and auto's full-int8 one are the same bytes: refit them once.
+        key = (net, hashlib.sha256(int8_model).hexdigest(), settings.refit_ridge)
+        if key not in self._refits:
+            started = time.perf_counter()
+            model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
+                                    threads=self.threads, ridge=settings.refit_ridge,
+                                    statistics_model=self.statistics_model(net), progress=say)
+            self._refits[key] = (model, {**record.as_dict(),
+                                         "seconds": round(time.perf_counter() - started, 1)})
+        return self._refits[key]
 
 
 class NetRanges:
@@ -213,10 +225,32 @@ class NetRanges:
     from tensor statistics, when they were gathered."""
 
     def __init__(self, ranges: FrameRanges, statistics: "TensorStatistics | None" = None,
-                 settings: "Int8Settings | None" = None) -> None:
+                 settings: "Int8Settings | None" = None,
+                 refit: Callable[[bytes], tuple[bytes, dict]] | None = None) -> None:
         self.ranges = ranges
         self.statistics = statistics
         self.settings = settings
+        # The settings' refit of a full-integer file quantized with their own ranges
+        # (``FrameRanges.refit``), made once when first asked for.
+        self._refit = refit
+        self._refitted: tuple[bytes, dict] | None = None
+
+    @property
+    def refits(self) -> bool:
+        """Whether int8 files with the settings' own ranges take the refit."""
+        return self._refit is not None and self.settings is not None
+
+    def refitted(self, full_int8: bytes) -> bytes:
+        """The refit of ``full_int8`` (all int8, the settings' ranges), made once."""
+        if self._refit is None:
+            raise ValueError("these ranges come without a refit")
+        if self._refitted is None:
+            self._refitted = self._refit(full_int8)
+        return self._refitted[0]
+
+    @property
+    def refit_record(self) -> dict | None:
+        return self._refitted[1] if self._refitted is not None else None
 
     @property
     def merges(self) -> tuple[str, ...]:

@@ -102,7 +102,8 @@ def refit(int8_model: bytes, float_model: bytes,
           inputs: Callable[[], Iterable[Sequence[np.ndarray]]], threads: int = 2,
           samples: int = DEFAULT_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0,
           statistics_model: bytes | None = None, check: bool = True,
-          progress: Callable[[str], None] | None = None) -> tuple[bytes, RefitRecord]:
+          progress: Callable[[str], None] | None = None,
+          incremental: bool = True) -> tuple[bytes, RefitRecord]:
     """The refitted ``int8_model``; ``inputs()`` yields each calibration frame's inputs.
 
     ``check=False`` fits on every frame and keeps every fit (what the check guards against;
@@ -111,6 +112,10 @@ def refit(int8_model: bytes, float_model: bytes,
     The float32 targets come from ``float_model``, or, with ``statistics_model``
     (DistortionNet's one-patch variant, ``tensor_stats.one_item_variant``), from that,
     one batch item at a time: a ninth of the memory, the same values.
+
+    ``incremental=False`` reads each op's input from the net cut after it, run from the
+    frames (slower; the same values, which a test checks), instead of carrying the frames
+    along the net (``_Walk``).
     """
     sites = refit_sites(int8_model)
     if not sites:
@@ -153,21 +158,13 @@ def refit(int8_model: bytes, float_model: bytes,
     held = max(1, frames // 4) if check else 0
     fit_frames = frames - held
     data = bytearray(int8_model)
+    walk = _Walk(inputs, threads, T.single_cuts(int8_model) if incremental else {})
     before, after = [], []
     accepted = 0
     for k, site in enumerate(sites):
         if progress:
             progress(f"refit {k + 1}/{len(sites)}")
-        # Only the net up to this op, on a plain interpreter: its input and output.
-        probe = T.TensorProbe(T.prefix_model(bytes(data), [site.input]), threads,
-                              keep_all=False)
-        index = {o.name: o.index for o in probe.ops}
-        xs = []
-        for f, arrays in enumerate(inputs()):
-            probe.run(*arrays)
-            where = chosen[site.output][f]
-            xs.append(probe.tensor(index[site.input]).reshape(-1, site.cin)[where].copy())
-        del probe
+        xs = walk.site_inputs(bytes(data), site, chosen[site.output])
         split = sum(len(v) for v in xs[:fit_frames])
         x = np.concatenate(xs).astype(np.float64)
         y = np.concatenate(targets[site.output]).astype(np.float64)
@@ -182,6 +179,90 @@ def refit(int8_model: bytes, float_model: bytes,
             accepted += 1
     return bytes(data), RefitRecord(len(sites), accepted, frames, held, samples, ridge,
                                     float(np.mean(before)), float(np.mean(after)))
+
+
+def transplant(refitted: bytes, target: bytes) -> tuple[bytes, int]:
+    """``target`` with the refitted 1x1 convolutions of ``refitted``, and how many it took.
+
+    ``refitted`` is the full-integer net after ``refit``; ``target`` the same float net
+    quantized with the same activation ranges but with some ops left float (``auto``'s
+    mixed choices). Each of ``target``'s 1x1 convolutions that is int8 there, by its output
+    tensor, with the same shape and input scale, takes the refitted weights, bias and
+    scales. Their fit saw the noisier all-int8 inputs; what that costs a mixed file is
+    measured where the file is chosen.
+    """
+    donor = {s.output: s for s in refit_sites(refitted)}
+    source, data = bytearray(refitted), bytearray(target)
+    taken = 0
+    for site in refit_sites(target):
+        src = donor.get(site.output)
+        if src is None or (src.cin, src.cout) != (site.cin, site.cout):
+            continue
+        new = _weights(source, src)
+        if not np.isclose(new.s_in, _weights(data, site).s_in, rtol=1e-6, atol=0.0):
+            continue
+        _write(data, site, new)
+        taken += 1
+    return bytes(data), taken
+
+
+class _Walk:
+    """Each refit op's int8 input on every calibration frame, with the ops before it as
+    the file holds them at that point.
+
+    The frames are carried through the net from cut to cut (``tensor_stats.single_cuts``:
+    a position that one tensor crosses, such as a block's output or a projection's
+    input), as that tensor's raw int8 values, so each op runs about once per frame over
+    the whole refit instead of once for every op refitted after it. A cut is only passed
+    when the ops before it are final: every op before the one being refitted is. Without
+    cuts (or before the first), the input comes from the net cut after it
+    (``tensor_stats.prefix_model``) run from the frames.
+    """
+
+    def __init__(self, inputs: Callable[[], Iterable[Sequence[np.ndarray]]], threads: int,
+                 cuts: dict[int, str]) -> None:
+        self.inputs, self.threads, self.cuts = inputs, threads, cuts
+        self.pos, self.cut = 0, None  # the cut the frames are carried to, and its tensor
+        self.state: list[np.ndarray] = []  # the cut tensor's raw values, per frame
+        self.quantization = (0.0, 0)  # and their scale and zero point
+
+    def _run(self, model: bytes, wanted: str, keep: Callable[[T.TensorProbe, int], None]) -> None:
+        """``model`` (a prefix from the frames, or a segment from the cut) on every frame."""
+        probe = T.TensorProbe(model, self.threads, keep_all=False)
+        index = {o.name: o.index for o in probe.ops}[wanted]
+        frames = self.inputs() if self.cut is None else ((x,) for x in self.state)
+        for arrays in frames:
+            probe.run(*arrays)
+            keep(probe, index)
+
+    def _model(self, data: bytes, wanted: str) -> bytes:
+        if self.cut is None:
+            return T.prefix_model(data, [wanted])
+        return T.segment_model(data, self.pos, self.cut, [wanted])
+
+    def site_inputs(self, data: bytes, site: RefitSite,
+                    where: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The op's input on each frame at the sampled positions ``where[f]``, as float."""
+        ahead = max((p for p in self.cuts if self.pos < p <= site.op_index), default=None)
+        if ahead is not None:
+            name, state = self.cuts[ahead], []
+
+            def carry(probe: T.TensorProbe, index: int) -> None:
+                state.append(probe.raw(index))
+                self.quantization = probe.quantization(index)
+
+            self._run(self._model(data, name), name, carry)
+            self.pos, self.cut, self.state = ahead, name, state
+        if self.cut == site.input:
+            return [T.dequantized(x.reshape(-1, site.cin)[w], *self.quantization)
+                    for x, w in zip(self.state, where)]
+        xs: list[np.ndarray] = []
+
+        def sample(probe: T.TensorProbe, index: int) -> None:
+            xs.append(probe.tensor(index).reshape(-1, site.cin)[where[len(xs)]].copy())
+
+        self._run(self._model(data, site.input), site.input, sample)
+        return xs
 
 
 @dataclass(frozen=True)

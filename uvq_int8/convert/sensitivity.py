@@ -36,11 +36,12 @@ _GROUP_RE = re.compile(
 # breakdown.py times each net): milliseconds per MAC and per element written (or read by a
 # MUL/ADD/MEAN), and the ratio of full-integer to float32 time. Only that ratio decides
 # the ranking of candidates, and it depends on the instruction set (XNNPACK's int8 kernels
-# gain most from VNNI): per ISA tier (``util.isa_name``), the ratio measured there; on any
-# other machine the build times the two DistortionNet files once (``measure_int8_ratio``).
+# gain most from VNNI): per ISA tier (``util.isa_name``), the ratio measured there by
+# benchmarks/breakdown.py (2 threads, median of interleaved calls; docs/benchmarks.md); on
+# any other machine the build times the two DistortionNet files once (``measure_int8_ratio``).
 MS_PER_GMAC = 9.0
 MS_PER_GELEMENT = 600.0
-INT8_TIME_RATIOS = MappingProxyType({"avx512_vnni": 0.30})
+INT8_TIME_RATIOS = MappingProxyType({"avx512_vnni": 0.30, "avx2": 0.68})
 INT8_TIME_RATIO = INT8_TIME_RATIOS["avx512_vnni"]
 # Per frame and independent of the backend: decode at fps=1 and preprocessing (ms, same machine).
 FRAME_OVERHEAD_MS = 210.0
@@ -367,8 +368,12 @@ class SensitivityTable:
 def sensitivity_table(net: str, float_model: bytes, qsvs: Mapping[str, Any], held_out: HeldOut,
                       groups: Sequence[str] | None = None,
                       progress: Callable[[str], None] | None = None,
-                      int8_ratio: float = INT8_TIME_RATIO) -> SensitivityTable:
-    """Quantize each op group alone (the rest float) and measure it on ``held_out``."""
+                      int8_ratio: float = INT8_TIME_RATIO,
+                      finish: Callable[[bytes, tuple[str, ...]], bytes] | None = None
+                      ) -> SensitivityTable:
+    """Quantize each op group alone (the rest float) and measure it on ``held_out``;
+    ``finish(model, float_groups)``, when given, makes each file final first (auto: the
+    build's refit)."""
     if net not in BACKBONES:
         raise ValueError(f"sensitivity is defined for {BACKBONES}, not {net!r}")
     ops = graph_ops(float_model)
@@ -378,8 +383,10 @@ def sensitivity_table(net: str, float_model: bytes, qsvs: Mapping[str, Any], hel
     counts = {g: sum(1 for op in ops if op.group == g) for g in everything}
 
     def row(name: str, int8_groups: Sequence[str]) -> GroupSensitivity:
-        floats = [g for g in everything if g not in int8_groups]
+        floats = tuple(g for g in everything if g not in int8_groups)
         model = quantize_static(float_model, qsvs, floats, ops)
+        if finish is not None:
+            model = finish(model, floats)
         m = held_out.measure(**{net: model})
         share = sum(costs.share(g) for g in int8_groups)
         return GroupSensitivity(name, sum(counts[g] for g in int8_groups), share,

@@ -74,7 +74,8 @@ class TensorProbe:
         for detail, array in zip(self.inputs, arrays):
             dtype = detail["dtype"]
             scale, zero = detail["quantization"]
-            if np.issubdtype(dtype, np.integer) and scale:
+            # An array already of the input's integer type is its raw values (``raw``).
+            if np.issubdtype(dtype, np.integer) and scale and array.dtype != dtype:
                 info = np.iinfo(dtype)
                 array = np.clip(np.round(array / scale) + zero, info.min, info.max)
             self._interp.set_tensor(detail["index"], np.ascontiguousarray(array, dtype=dtype))
@@ -82,16 +83,31 @@ class TensorProbe:
 
     def tensor(self, index: int) -> np.ndarray:
         """A tensor of the last frame, as float32 (dequantized when quantized)."""
-        a = self._interp.get_tensor(index)
-        scale, zero = self._quant[index]
-        if np.issubdtype(a.dtype, np.integer) and scale:
-            return (a.astype(np.float32) - zero) * np.float32(scale)
-        return a.astype(np.float32, copy=False)
+        return self.as_float(index, self._interp.get_tensor(index))
+
+    def as_float(self, index: int, a: np.ndarray) -> np.ndarray:
+        """Tensor ``index``'s values ``a`` (as ``raw`` gives them) as float32."""
+        return dequantized(a, *self._quant[index])
+
+    def raw(self, index: int) -> np.ndarray:
+        """A tensor of the last frame as the interpreter holds it (a copy)."""
+        return self._interp.get_tensor(index).copy()
+
+    def quantization(self, index: int) -> tuple[float, int]:
+        """A tensor's (scale, zero point); scale 0 when it is not quantized."""
+        return self._quant[index]
 
     def outputs(self) -> Iterator[tuple[OpOutput, np.ndarray]]:
         """Every op output of the last frame in graph order, one array at a time."""
         for out in self.ops:
             yield out, self.tensor(out.index)
+
+
+def dequantized(a: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """Raw tensor values as float32 (integers with a scale are dequantized)."""
+    if np.issubdtype(a.dtype, np.integer) and scale:
+        return (a.astype(np.float32) - zero) * np.float32(scale)
+    return a.astype(np.float32, copy=False)
 
 
 class Histograms:
@@ -345,5 +361,58 @@ def prefix_model(model: bytes, outputs: Sequence[str]) -> bytes:
     if last is None:
         raise ValueError("no op writes the named tensors")
     sg.operators = sg.operators[:last + 1]
+    sg.outputs = [index[n] for n in outputs]
+    return _packed(m, len(model))
+
+
+def single_cuts(model: bytes) -> dict[int, str]:
+    """The op positions where the net can be cut through a single tensor: position p maps
+    to the one non-constant tensor that ops before p (or the graph inputs) write and ops
+    from p on read. Between EfficientNet blocks that is the block's output."""
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    g = TFLiteGraph(bytearray(model))
+    n = len(g.kinds)
+    last_read: dict[int, int] = {}
+    for op in range(n):
+        for t in g.inputs[op]:
+            if t >= 0 and not g.is_constant(t):
+                last_read[t] = op
+    written_at = {int(g.sg.Inputs(j)): -1 for j in range(g.sg.InputsLength())}
+    for op in range(n):
+        for t in g.outputs[op]:
+            if t >= 0:
+                written_at[t] = op
+    cuts: dict[int, str] = {}
+    live: set[int] = set()
+    for p in range(n + 1):
+        if p:
+            live = {t for t in live if last_read.get(t, -1) >= p}
+            live |= {t for t in g.outputs[p - 1] if t >= 0 and last_read.get(t, -1) >= p}
+        else:
+            live = {t for t in written_at if written_at[t] < 0 and t in last_read}
+        if len(live) == 1 and p < n:
+            cuts[p] = g.name(next(iter(live)))
+    return cuts
+
+
+def segment_model(model: bytes, start: int, cut: str, outputs: Sequence[str]) -> bytes:
+    """Ops ``start`` on of the net, fed the tensor ``cut`` (``single_cuts()[start]``), up to
+    the last op that writes one of ``outputs``, which become its outputs. Fed ``cut``'s
+    values as the whole net computes them (``TensorProbe.raw``), it gives the whole net's
+    values of ``outputs``, bit for bit."""
+    m = _unpacked(model)
+    sg = m.subgraphs[0]
+    index = {t.name.decode("utf-8", "replace"): i for i, t in enumerate(sg.tensors)}
+    missing = [n for n in (cut, *outputs) if n not in index]
+    if missing:
+        raise ValueError(f"the net has no tensor {missing[0]!r}")
+    wanted = {index[n] for n in outputs}
+    last = max((i for i, op in enumerate(sg.operators) if wanted & set(op.outputs)),
+               default=None)
+    if last is None or last < start:
+        raise ValueError("no op from the cut on writes the named tensors")
+    sg.operators = sg.operators[start:last + 1]
+    sg.inputs = [index[cut]]
     sg.outputs = [index[n] for n in outputs]
     return _packed(m, len(model))
