@@ -13,8 +13,10 @@ __version__ = "0.2.0"
 __all__ = ["score", "get_backend", "discover", "resolve", "__version__"]
 
 
-def score(path, backend: str | None = None, fps: int = 1, **kwargs: Any) -> dict:
-    """Score a video; same dict as ``uvq VIDEO --output_all_stats``."""
+def score(path, backend: str | None = None, fps: Any = 1, **kwargs: Any) -> dict:
+    """Score a video; same dict as ``uvq VIDEO --output_all_stats``. ``fps``: frames per
+    second to sample, whole or not (1, 0.5, "1/4", ``Fraction(1, 3)``), or -1 for every
+    frame."""
     from uvq_int8.runtime.scoring import score as _score
 
     return _score(path, backend=backend, fps=fps, **kwargs)

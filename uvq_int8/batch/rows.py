@@ -25,9 +25,12 @@ HEAD_BYTES = 1 << 20  # the file identity hashes this much of the start of the f
 COLUMNS = ("path", "size", "head_sha256", "score", "score_min", "score_harmonic_mean",
            "score_p05", "per_frame_scores", "per_frame_logits", "frame_indices",
            "frame_times", "backend", "model_sha256", "fps", "transpose", "seconds",
-           "warnings", "error", "audit")
+           "warnings", "error", "audit", "segments")
+# JSON text in CSV cells (lists, and segments: a list of objects).
 _LIST_COLUMNS = ("per_frame_scores", "per_frame_logits", "frame_indices", "frame_times",
-                 "warnings")
+                 "warnings", "segments")
+# A segment's fields (``scoring.segments``), in this order in Parquet's struct.
+SEGMENT_FIELDS = ("start", "end", "frames", "mean", "min", "padded")
 
 
 class BatchError(UserError):
@@ -101,6 +104,9 @@ def result_row(path: str, identity: FileIdentity | None, results: Mapping[str, A
         "warnings": list(warnings),
         # The audit entry (runtime/audit.py) as JSON text, in every format; null when off.
         "audit": json.dumps(results["audit"]) if results.get("audit") else None,
+        # With --segment-seconds: per-segment pooled scores; null without it.
+        "segments": ([dict(s) for s in results["segments"]]
+                     if results.get("segments") is not None else None),
     })
     return row
 
@@ -128,8 +134,12 @@ def arrow_schema():
         ("frame_indices", pa.list_(pa.int64())), ("frame_times", pa.list_(pa.float64())),
         ("backend", pa.string()),
         ("model_sha256", pa.struct([(net, pa.string()) for net in NETS])),
-        ("fps", pa.int64()), ("transpose", pa.bool_()), ("seconds", pa.float64()),
+        # The sampling rate: 1, 0.5, 0.25 (a float since rates need not be whole).
+        ("fps", pa.float64()), ("transpose", pa.bool_()), ("seconds", pa.float64()),
         ("warnings", pa.list_(pa.string())), ("error", pa.string()), ("audit", pa.string()),
+        ("segments", pa.list_(pa.struct([
+            ("start", pa.float64()), ("end", pa.float64()), ("frames", pa.int64()),
+            ("mean", pa.float64()), ("min", pa.float64()), ("padded", pa.bool_())]))),
     ])
 
 
@@ -158,11 +168,14 @@ def _parse_csv(text: str) -> list[dict]:
     rows = []
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if header != list(COLUMNS):
+    # A file written before columns were added at the end (segments) is resumed too: its
+    # rows get empty cells for them.
+    if not header or header != list(COLUMNS[:len(header)]):
         return rows
     for values in reader:
-        if len(values) != len(COLUMNS):
+        if len(values) != len(header):
             continue  # a line cut off by a kill
+        values = values + [""] * (len(COLUMNS) - len(values))
         rows.append({"_line": _csv_line_from(values), **_typed_csv(values)})
     return rows
 
@@ -305,8 +318,10 @@ def read_rows(path: str | Path, fmt: str | None = None) -> list[dict]:
                     row[column] = [] if column == "warnings" else None
                 elif column in _LIST_COLUMNS or column == "model_sha256":
                     row[column] = json.loads(cell)
-                elif column in ("size", "fps"):
+                elif column == "size":
                     row[column] = int(cell)
+                elif column == "fps":  # "1" or "0.5", as the rate was written
+                    row[column] = int(cell) if cell.lstrip("-").isdigit() else float(cell)
                 elif column in ("score", "score_min", "score_harmonic_mean", "score_p05",
                                 "seconds"):
                     row[column] = float(cell)

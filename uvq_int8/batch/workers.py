@@ -64,6 +64,7 @@ class _Start:
 
 class _Finish:
     def __init__(self, stats: probing.DecodeStats, times):
+        # times: the exact source timestamps of the decoded frames (probe.source_instants)
         self.stats, self.times = stats, times
 
 
@@ -116,7 +117,7 @@ class Prefetcher(threading.Thread):
             for frame in frames:
                 if not self._put(frame):
                     return
-            times = probing.source_frame_times(path, plan.fps, stats.real_frames, options.ffprobe)
+            times = probing.source_instants(path, plan.fps, stats.real_frames, options.ffprobe)
             self._put(_Finish(stats, times))
         except Exception as exc:
             self._put(_Failed(path, identity, exc, started))
@@ -183,7 +184,9 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
                 results = scoring.score_video(item.path, models, spec.options, info=item.info,
                                               plan=item.plan, frames=_frames_of(prefetch, finish),
                                               stats=item.stats, audit=spec.audit,
-                                              audit_budget=spec.audit_budget)
+                                              audit_budget=spec.audit_budget,
+                                              source_times=lambda: (finish[0].times if finish
+                                                                    else None))
             except _VideoFailed as exc:
                 failed = exc.failed
                 emit(error_row(item.path, failure_message(failed.exc), item.identity,
@@ -194,7 +197,7 @@ def run_worker(spec: WorkerSpec, next_path: Callable[[], str | None],
                 _skip_rest(prefetch, finish)
                 continue
             done = finish[0] if finish else _Finish(probing.DecodeStats(), None)
-            emit(result_row(item.path, item.identity, results, done.times,
+            emit(result_row(item.path, item.identity, results, results["frame_times"],
                             scoring.decode_warnings(done.stats, item.frames_expected)
                             + results["warnings"]))
     finally:

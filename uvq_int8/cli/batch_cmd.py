@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--engine ray it must be readable at this path on every node")
     p.add_argument("--threads", type=int, help="interpreter threads per worker")
     common.add_decoder_argument(p)
-    p.add_argument("--fps", type=int, default=1,
-                   help="frames per second to sample; -1 scores every frame (default 1)")
+    common.add_fps_argument(p)
+    common.add_segment_argument(p)
     p.add_argument("--transpose", action="store_true", help="rotate every video 90 degrees")
     p.add_argument("--no-auto-transpose", action="store_true",
                    help="do not rotate portrait videos automatically")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from fractions import Fraction
 
 from uvq_int8 import config as _config
 from uvq_int8.batch import FORMATS
@@ -16,12 +17,60 @@ from uvq_int8.runtime.scoring import ScoreOptions
 
 FORMAT_HELP = ("write one row per video (path, file size and sha256 of its first MiB, score, "
                "per-frame scores/logits, frame indices and source-frame times, pooled "
-               "statistics, backend, model hashes, seconds, warnings, error) as JSON lines, "
+               "statistics, backend, model hashes, seconds, warnings, error, audit, and with "
+               "--segment-seconds the segments) as JSON lines, "
                "CSV or Parquet. Without --format, batch output is upstream's headerless "
                "'basename,score' lines, which cannot tell two files of the same name apart "
                "(--resume then matches by basename)")
 JOBS_HELP = ("worker processes, each loading the models once (default 1: score in this "
              "process); threads per worker default to max(1, cores // N)")
+
+
+FPS_HELP = ("frames per second to sample: a whole number, a decimal or a fraction (0.5 and "
+            "1/4 score one frame every 2 and every 4 seconds, for long videos); -1 scores "
+            "every frame (default 1). The frames are those 'ffmpeg -r FPS' picks, and "
+            "ceil(duration) * FPS of them, rounded up, are scored")
+
+
+def fps_type(text: str) -> Fraction:
+    """``--fps``'s argparse type: an exact rate, or -1 (``probe.parse_fps``); a bad value is
+    argparse's one-line usage error (exit 2)."""
+    from uvq_int8.runtime.decode.probe import parse_fps
+
+    try:
+        return parse_fps(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_fps_argument(p: argparse.ArgumentParser) -> None:
+    """``--fps``."""
+    p.add_argument("--fps", type=fps_type, default="1", metavar="FPS", help=FPS_HELP)
+
+
+SEGMENT_HELP = ("also pool the scores per segment of S seconds of source time (e.g. 10, 2.5): "
+                "segment k holds the scored frames whose source timestamp is in "
+                "[k*S, (k+1)*S), with its start, end, frame count, mean and minimum; black "
+                "frames padded onto a truncated video are one entry of their own "
+                "(\"padded\": true). Adds 'segments' to the JSON stats and to --format rows "
+                "(CSV: JSON text; Parquet: a list of structs). The whole-video score stays "
+                "upstream's mean")
+
+
+def segment_seconds_type(text: str) -> Fraction:
+    """``--segment-seconds``' argparse type (``scoring.parse_segment_seconds``)."""
+    from uvq_int8.runtime.scoring import parse_segment_seconds
+
+    try:
+        return parse_segment_seconds(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_segment_argument(p: argparse.ArgumentParser) -> None:
+    """``--segment-seconds``."""
+    p.add_argument("--segment-seconds", "--segment_seconds", dest="segment_seconds",
+                   type=segment_seconds_type, metavar="S", help=SEGMENT_HELP)
 
 
 def add_batch_options(p: argparse.ArgumentParser) -> None:
@@ -64,11 +113,9 @@ def resolve(args: argparse.Namespace) -> _config.Config:
 
 def score_options(args: argparse.Namespace, cfg: _config.Config) -> ScoreOptions:
     """How each video is decoded and sampled, from the flags and the configured decoder."""
-    if args.fps == 0 or args.fps < -1:
-        raise UserError(f"--fps must be a positive number of frames per second or -1, got {args.fps}")
     transpose = True if args.transpose else (False if args.no_auto_transpose else None)
     return ScoreOptions(args.fps, transpose, args.ffmpeg_path, args.ffprobe_path,
-                        cfg.decoder.value)
+                        cfg.decoder.value, getattr(args, "segment_seconds", None))
 
 
 def progress(enabled: bool):

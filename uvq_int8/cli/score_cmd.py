@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rotate portrait videos automatically; upstream's "
                         "single-video mode does not rotate them (its .txt batch mode does), "
                         "so this gives upstream's single-video numbers")
-    p.add_argument("--fps", type=int, default=1,
-                   help="frames per second to sample; -1 scores every frame (default 1)")
+    common.add_fps_argument(p)
+    common.add_segment_argument(p)
     p.add_argument("--output", default="",
                    help="single video: write the JSON stats here; batch: the results file "
                         "(required): 'basename,score' lines, or rows in --format")

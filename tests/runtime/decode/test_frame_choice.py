@@ -71,3 +71,101 @@ def test_frame_rate_guess():
     assert not codec_rate_may_apply(Fraction(30), Fraction(55, 2))
     assert codec_rate_may_apply(Fraction(30), Fraction(20))
     assert codec_rate_may_apply(None, Fraction(30))
+
+
+# --- any rational rate, against the ffmpeg 5.1 command line's own -r output -------------
+
+# Each clip's frames carry their presentation index in their pixels (lossless, so exact):
+# the left half's luma is 4 * (index mod 64), the right half's 4 * (index // 64).
+_INDEX = "geq=lum='if(lt(X\\,16)\\,mod(N\\,64)*4\\,floor(N/64)*4)':cb=128:cr=128"
+_LOSSLESS = ["-c:v", "libx264", "-qp", "0", "-bf", "3", "-pix_fmt", "yuv420p"]
+# name: (ffmpeg arguments after -y; "{b}" is the b-frames clip), suffix
+_CLIPS = {
+    "30fps_bframes": (["-f", "lavfi", "-i", f"nullsrc=s=32x32:r=30:d=7.3,{_INDEX}",
+                       *_LOSSLESS], ".mp4"),
+    "29.97fps": (["-f", "lavfi", "-i", f"nullsrc=s=32x32:r=30000/1001:d=9.5,{_INDEX}",
+                  *_LOSSLESS], ".mp4"),
+    "24fps_mkv": (["-f", "lavfi", "-i", f"nullsrc=s=32x32:r=24:d=5.55,{_INDEX}",
+                   *_LOSSLESS], ".mkv"),
+    "25fps_with_audio": (["-f", "lavfi", "-i", f"nullsrc=s=32x32:r=25:d=6.3,{_INDEX}",
+                          "-f", "lavfi", "-i", "sine=d=6.3", *_LOSSLESS, "-c:a", "aac",
+                          "-shortest"], ".mp4"),  # two streams: cfr, not vscfr
+    "vfr": (["-f", "lavfi", "-i",
+             f"nullsrc=s=32x32:r=30:d=8,select='not(eq(mod(n\\,7)\\,3))',{_INDEX}",
+             "-fps_mode", "vfr", *_LOSSLESS], ".mp4"),
+    "start_time_0.77": (["-itsoffset", "0.77", "-i", "{b}", "-c", "copy"], ".mp4"),
+    "60fps_61s": (["-f", "lavfi", "-i", f"nullsrc=s=32x32:r=60:d=61,{_INDEX}", *_LOSSLESS],
+                  ".mp4"),
+}
+_RATES = ["1", "2", "0.5", "1/4", "0.2", "0.1", "1/3", "3/10", "7/3", "30000/1001"]
+_LONG_RATES = ["0.5", "1/4", "0.1", "1/3"]  # a minute: does the rounding drift?
+
+
+def _cli_choice(path, rate: str) -> list[int]:
+    """The presentation index of each frame ``ffmpeg -i PATH -vf ... -r RATE`` writes."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf",
+                          "scale=32:32,format=yuv420p", "-r", rate, "-f", "rawvideo", "-"],
+                         capture_output=True, check=True).stdout
+    luma = np.frombuffer(raw, np.uint8).reshape(-1, 32 * 32 * 3 // 2)[:, :32 * 32]
+    luma = luma.reshape(-1, 32, 32).astype(np.int64)
+    return (np.rint(luma[:, 16, 24] / 4) * 64 + np.rint(luma[:, 16, 8] / 4)).astype(int).tolist()
+
+
+@pytest.fixture(scope="module")
+def index_clips(tmp_path_factory):
+    import shutil
+    import subprocess
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("ffmpeg/ffprobe not installed")
+    from uvq_int8.runtime.decode import verified
+
+    if not verified.is_verified_ffmpeg():
+        pytest.skip(f"the choice reproduced is ffmpeg 5.1's, found {verified.ffmpeg_version()!r}")
+    tmp = tmp_path_factory.mktemp("index_clips")
+    out = {}
+    for name, (args, suffix) in _CLIPS.items():
+        path = tmp / f"{name}{suffix}"
+        args = [a.replace("{b}", str(out.get("30fps_bframes", ""))) for a in args]
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(path)], check=True)
+        out[name] = path
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_CLIPS))
+def test_any_rate_chooses_the_frames_the_cli_writes(index_clips, name):
+    from uvq_int8.runtime.decode import probe as probing
+
+    path = index_clips[name]
+    for rate in _LONG_RATES if name == "60fps_61s" else _RATES:
+        choice = probing.source_choice(path, Fraction(rate), None)
+        assert choice is not None, rate
+        # Every frame the CLI writes, the end-of-stream repeat included.
+        assert choice[1] == _cli_choice(path, rate), f"-r {rate}"
+
+
+def test_half_a_frame_per_second_writes_what_ffmpeg_does(index_clips):
+    # "-r 0.5": the encoder time base is 2/1; a frame is written up to 1.1 output frames
+    # (2.2 s) early, so the second output frame is the source's second frame.
+    from uvq_int8.runtime.decode import probe as probing
+
+    path = index_clips["30fps_bframes"]
+    assert _cli_choice(path, "0.5") == [0, 1, 53, 113, 173]
+    assert probing.source_choice(path, Fraction(1, 2), None)[1] == [0, 1, 53, 113, 173]
+    assert probing.source_choice(path, Fraction(1, 2), 3)[1] == [0, 1, 53]
+
+
+def test_fractional_rates_use_the_encoder_time_base():
+    assert RateSync(Fraction(1, 2), Fraction(1, 15360), Fraction(30), True).encoder_time_base \
+        == 2
+    params = RateSync(Fraction(1, 4), Fraction(1, 15360), Fraction(30), True)
+    assert params.duration == pytest.approx(1 / 120)
+    # 1 s of source time is a quarter of an output frame (plus the 2^-17 nudge).
+    assert params.sync_pts(15360) == 0.25 + 2 ** -17
+    # A whole rate is the same as before: time base 1/N.
+    assert RateSync(2, Fraction(1, 15360), Fraction(30), True).encoder_time_base == \
+        Fraction(1, 2)
+    with pytest.raises(ValueError):
+        RateSync(0, Fraction(1, 15360), Fraction(30), True)

@@ -16,6 +16,7 @@ probed request and never probes or plans again. Modules, lowest first:
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -32,12 +33,13 @@ from uvq_int8.runtime.decode.probe import DecodeStats, SamplePlan, VideoInfo
 DECODERS = {"pyav": pyav.iter_frames, "ffmpeg": ffmpeg_cli.iter_frames}
 
 
-def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
+def uvq_frames(path: str | Path, fps: Fraction | int | str = 1, transpose: bool | None = None,
                ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe", info: VideoInfo | None = None,
                decode_threads: int | None = None, stats: DecodeStats | None = None,
                decoder: str | None = None, plan: SamplePlan | None = None) -> Iterator[np.ndarray]:
     """The frames ``uvq`` scores for ``path``: the one source of decoded frames.
 
+    ``fps`` is any positive rate (1, 0.5, "1/4": ``probe.parse_fps``) or -1 (every frame).
     Probes the video unless ``info`` is given (an exact frame count for ``fps=-1``) and
     makes upstream's frame plan unless ``plan`` is given (each once per video),
     transposes portrait videos as upstream's batch mode does unless ``transpose`` says
@@ -49,6 +51,7 @@ def uvq_frames(path: str | Path, fps: int = 1, transpose: bool | None = None,
     ``stats`` (made here when not given) records which decoder ran, the packets it skipped
     and any fallback.
     """
+    fps = probing.parse_fps(fps)
     decoder = decoder or _config.resolve().decoder.value
     if decoder not in DECODERS:
         raise VideoError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")

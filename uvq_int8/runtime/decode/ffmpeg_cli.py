@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -110,9 +111,17 @@ def _split_supported(info: VideoInfo, plan: SamplePlan, ffmpeg: str) -> bool:
             and verified.is_verified_ffmpeg(ffmpeg))
 
 
+def rate_arg(rate: Fraction) -> str:
+    """``-r``'s argument: "2", or "1/4" for a fraction. ffmpeg evaluates "N/D" and keeps
+    it as the rational N/D (``av_parse_video_rate``, terms up to 1001000: see
+    ``probe.parse_fps``), so the encoder time base is exactly D/N."""
+    rate = Fraction(rate)
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
 def _upstream_command(url: str, plan: SamplePlan, transpose: bool, ffmpeg: str) -> list[str]:
     # Upstream's command; only the log flags and the output (a pipe, not a temp file) differ.
-    return [ffmpeg, *_QUIET, "-i", url, "-vf", verified.upstream_filter(transpose), "-r", str(plan.fps),
+    return [ffmpeg, *_QUIET, "-i", url, "-vf", verified.upstream_filter(transpose), "-r", rate_arg(plan.fps),
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
 
@@ -133,7 +142,7 @@ def split_commands(url: str, info: VideoInfo, plan: SamplePlan, transpose: bool,
     # same frames (compared byte for byte in the tests).
     guard = f"crop=w='if(eq(iw,{w})*eq(ih,{h}),iw,0)':h=ih:x=0:y=0"
     first = [ffmpeg, *_QUIET, "-i", url, "-an", "-sn", "-dn", "-vf", guard,
-             "-r", str(plan.fps), *_RAW_OUT, "pipe:1"]
+             "-r", rate_arg(plan.fps), *_RAW_OUT, "pipe:1"]
     chain = ",".join(p for p in (params, verified.upstream_filter(transpose)) if p)
     second = [ffmpeg, *_QUIET[1:], "-f", "rawvideo", "-pix_fmt", info.pix_fmt, "-s", f"{w}x{h}",
               "-i", "pipe:0", "-vf", chain, *_RAW_OUT, "-pix_fmt", "rgb24", "pipe:1"]
@@ -171,7 +180,7 @@ def decode_commands(path: str | Path, info: VideoInfo, plan: SamplePlan, transpo
     return [("split", [_decoder_threads(first, decode_threads), *rest]), upstream]
 
 
-def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
+def iter_frames(path: str | Path, fps: Fraction | int = 1, transpose: bool = False,
                 ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", method: str = "auto", queue_frames: int = 2,
                 stats: DecodeStats | None = None,

@@ -1,17 +1,21 @@
-"""Which source frames ``ffmpeg -r FPS`` writes, computed from timestamps alone.
+"""Which source frames ``ffmpeg -r RATE`` writes, computed from timestamps alone.
 
 Upstream decodes with ``ffmpeg -i F -vf ... -r FPS -f rawvideo``. The frames that command
 writes are chosen by the ffmpeg *program* (fftools), not by the libraries PyAV wraps, so
 a decoder that does not run the program has to make the same choice itself. This module
 reproduces ffmpeg 5.1's choice (``do_video_out`` in fftools/ffmpeg.c of release/5.1,
-the version upstream's golden data was made with) for that command:
+the version upstream's golden data was made with) for that command, for any positive
+rational rate (``-r 1``, ``-r 0.5``, ``-r 1/4``, ``-r 30000/1001``):
 
 - the output format (rawvideo) has no timestamps and no variable frame rate, so the
   video sync method is "cfr", or "vscfr" when the input file has exactly one stream;
-- each filtered frame's timestamp is rescaled to the encoder time base 1/FPS with 16
-  extra bits and nudged by 2^-17 away from zero (``adjust_frame_pts_to_encoder_tb``);
-- ``duration`` is min(1 / (guessed input rate / FPS), 1): with ``-vf`` the packet
-  duration is not used;
+- the encoder time base is 1/RATE (``av_inv_q`` of the parsed rate: 1/30 for ``-r 30``,
+  2/1 for ``-r 0.5``, 1001/30000 for ``-r 30000/1001``);
+- each filtered frame's timestamp is rescaled to that time base with
+  ``clip(29 - log2(its denominator), 0, 16)`` extra bits (16 for any rate below 2) and
+  nudged by 2^-17 away from zero (``adjust_frame_pts_to_encoder_tb``);
+- ``duration`` is min(1 / (guessed input rate * time base), 1 / (RATE * time base)),
+  both in doubles as the C code has them: with ``-vf`` the packet duration is not used;
 - a frame is dropped when ``delta < -1.1``, repeated ``lrintf(delta)`` times when
   ``delta > 1.1`` (the first ``llrintf(delta0 - 0.6)`` of them copies of the previous
   frame), and written once otherwise; past-time clipping and vscfr's skipping of initial
@@ -23,7 +27,10 @@ Timestamps are those the program feeds its filter graph: the decoder's best-effo
 timestamps in the stream's time base, shifted by minus the file's start time. Every
 step uses the same double and float arithmetic as the C code, so boundaries such as
 ``delta == -1.1`` fall the same way (that is what makes 30 fps at ``-r 1`` write source
-frames 0, 1, 26, 56, ...).
+frames 0, 1, 26, 56, ..., and at ``-r 0.5`` source frames 0, 1, 53, 113, ...: a frame
+is written up to 1.1 output frames early, and at ``-r 0.5`` an output frame is 2 s).
+Whole rates go through the same arithmetic as before (time base 1/N), so their choice
+is unchanged.
 """
 
 from __future__ import annotations
@@ -82,27 +89,44 @@ def codec_rate_may_apply(r_frame_rate: Fraction | None, avg_frame_rate: Fraction
     return abs(1.0 - float(avg_frame_rate / fr)) > 0.1
 
 
+def _q2d(q: Fraction) -> float:
+    # av_q2d: num / (double) den.
+    return q.numerator / q.denominator
+
+
 @dataclass(frozen=True)
 class RateSync:
-    """The parameters of one ``-r FPS`` conversion."""
+    """The parameters of one ``-r RATE`` conversion."""
 
-    fps: int
+    fps: Fraction  # the output rate, any positive rational (an int is taken as one)
     time_base: Fraction  # the stream's (= the filter graph's) time base
     frame_rate: Fraction | None  # the guessed input rate the filter graph reports
     single_stream: bool  # the input file has one stream: vscfr instead of cfr
 
+    def __post_init__(self):
+        rate = Fraction(self.fps)
+        if rate <= 0:
+            raise ValueError(f"the output rate must be positive, got {self.fps!r}")
+        object.__setattr__(self, "fps", rate)
+
+    @property
+    def encoder_time_base(self) -> Fraction:
+        """1/RATE, as ``av_inv_q`` of the parsed ``-r`` (2/1 for ``-r 0.5``)."""
+        return 1 / self.fps
+
     @property
     def duration(self) -> float:
-        enc_tb = 1.0 / self.fps  # av_q2d(1/FPS)
+        enc_tb = _q2d(self.encoder_time_base)
         duration = 0.0
         if self.frame_rate is not None:
-            duration = 1 / (self.frame_rate.numerator / self.frame_rate.denominator * enc_tb)
-        return min(duration, 1 / (self.fps / 1 * enc_tb))
+            duration = 1 / (_q2d(self.frame_rate) * enc_tb)
+        return min(duration, 1 / (_q2d(self.fps) * enc_tb))
 
     def sync_pts(self, pts: int) -> float:
         """A frame's timestamp in output frames, as ``adjust_frame_pts_to_encoder_tb``."""
-        extra = min(max(29 - _av_log2(self.fps), 0), _EXTRA_BITS_MAX)
-        fine = Fraction(1, self.fps << extra)
+        tb = self.encoder_time_base
+        extra = min(max(29 - _av_log2(tb.denominator), 0), _EXTRA_BITS_MAX)
+        fine = Fraction(tb.numerator, tb.denominator << extra)
         value = float(rescale(pts, self.time_base, fine)) / (1 << extra)
         if value > 0:
             value += _NUDGE
@@ -178,10 +202,10 @@ def choose_frames(pts: Iterable[int], params: RateSync, limit: int | None = None
 
 def source_positions(pts: Iterable[int], start_time: Fraction | None, time_base: Fraction,
                      r_frame_rate: Fraction | None, avg_frame_rate: Fraction | None,
-                     single_stream: bool, fps: int, limit: int | None = None
+                     single_stream: bool, fps: Fraction | int, limit: int | None = None
                      ) -> tuple[np.ndarray, list[int]]:
     """(the timestamps in presentation order, the position among them of each frame that
-    ``-r fps`` writes), from a stream's packet timestamps (in ``time_base``) and what
+    ``-r fps`` writes, for any positive rational ``fps``), from a stream's packet timestamps (in ``time_base``) and what
     ffprobe says of the file. Raises ValueError where the choice is not reproduced
     (timestamps shared by two packets, a first frame that would repeat an earlier one)."""
     pts_sorted = np.sort(np.asarray(list(pts), dtype=np.int64))

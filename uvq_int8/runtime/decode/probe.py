@@ -62,8 +62,8 @@ class SamplePlan:
     """How many frames upstream feeds the nets and which source frames it reports."""
 
     video_length: int  # seconds, as upstream computes it
-    fps: int  # frames per second actually sampled (fps=-1 -> orig_fps)
-    num_frames: int  # video_length * fps
+    fps: Fraction  # frames per second actually sampled (fps=-1 -> orig_fps), e.g. 1/2
+    num_frames: int  # video_length * fps, rounded up
     frame_indices: tuple[int, ...]
     orig_fps: int | None
 
@@ -278,20 +278,63 @@ def is_portrait(info: VideoInfo) -> bool:
     return info.width < info.height
 
 
-def sample_plan(info: VideoInfo, fps: int = 1) -> SamplePlan:
-    """Upstream's video_length, frame count and reported frame indices for ``fps``."""
-    if fps != -1 and (not isinstance(fps, (int, np.integer)) or fps <= 0):
-        raise VideoError(f"fps must be a positive whole number or -1, got {fps!r}")
+# ffmpeg parses ``-r`` with ``av_parse_video_rate``, which keeps a rational whose
+# numerator and denominator are at most this; a rate beyond it would be approximated.
+MAX_RATE_TERM = 1_001_000
+
+
+def parse_fps(value) -> Fraction:
+    """A sampling rate as an exact rational: 1, "2", "0.5", "1/4", Fraction(1, 3), or -1
+    (every frame). Raises VideoError (one line) for 0, other negatives, NaN, infinities,
+    garbage, and rates ffmpeg's ``-r`` cannot hold exactly."""
+    text = str(value).strip()
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, float):
+            rate = Fraction(repr(value))  # 0.1 is 1/10, not the binary double's value
+        elif isinstance(value, (int, np.integer, Fraction)):
+            rate = Fraction(int(value)) if isinstance(value, np.integer) else Fraction(value)
+        else:
+            rate = Fraction(text)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        raise VideoError(f"fps must be a positive rate such as 1, 0.5 or 1/4, or -1 for every "
+                         f"frame; got {text!r}") from None
+    if rate == -1:
+        return rate
+    if rate <= 0:
+        raise VideoError(f"fps must be a positive rate such as 1, 0.5 or 1/4, or -1 for every "
+                         f"frame; got {text!r}")
+    if rate.numerator > MAX_RATE_TERM or rate.denominator > MAX_RATE_TERM:
+        raise VideoError(f"fps {text!r} is {rate}: ffmpeg's -r keeps a numerator and "
+                         f"denominator of at most {MAX_RATE_TERM}; give a simpler rate")
+    return rate
+
+
+def fps_value(rate: Fraction | int) -> int | float:
+    """A rate for JSON and result rows: an int when whole (1), else a float (0.5)."""
+    rate = Fraction(rate)
+    return rate.numerator if rate.denominator == 1 else float(rate)
+
+
+def sample_plan(info: VideoInfo, fps: Fraction | int | str = 1) -> SamplePlan:
+    """Upstream's video_length, frame count and reported frame indices for ``fps``.
+
+    Upstream's rule, with any rate: ``ceil(duration)`` seconds, and that times the rate
+    frames, rounded up (``-r 0.5`` on 5 s: 3 frames). The reported frame indices are
+    ``round(i * orig_fps / fps)`` (Python's rounding, halves to even), as upstream's.
+    """
+    rate = parse_fps(fps)
     orig_fps = info.orig_fps
-    if fps == -1:
+    if rate == -1:
         if not orig_fps:
             raise VideoError(f"{info.path}: frame rate unknown, so fps=-1 (every frame) cannot "
                              "be used; pass a positive --fps")
-        used = int(orig_fps)
+        used = Fraction(int(orig_fps))
     else:
-        used = int(fps)
+        used = rate
     length = 0
-    if fps == -1 and info.nb_frames:
+    if rate == -1 and info.nb_frames:
         length = math.ceil(info.nb_frames / used)
     elif info.duration:
         length = math.ceil(info.duration)
@@ -301,7 +344,7 @@ def sample_plan(info: VideoInfo, fps: int = 1) -> SamplePlan:
         raise VideoError(f"{info.path}: video has zero length (duration "
                          f"{info.duration if info.duration is not None else 'unknown'}); "
                          "nothing to score")
-    num = length * used
+    num = math.ceil(length * used)
     if orig_fps:
         indices = tuple(int(round(i * orig_fps / used)) for i in range(num))
     else:
@@ -309,11 +352,12 @@ def sample_plan(info: VideoInfo, fps: int = 1) -> SamplePlan:
     return SamplePlan(length, used, num, indices, orig_fps)
 
 
-def prepare(path: str | Path, fps: int, ffprobe: str = "ffprobe",
+def prepare(path: str | Path, fps: Fraction | int, ffprobe: str = "ffprobe",
             info: VideoInfo | None = None,
             plan: SamplePlan | None = None) -> tuple[VideoInfo, SamplePlan]:
     """A decoder's request: the probe (made now unless given; with ``info`` the file is
     only checked to exist) and upstream's frame plan (made now unless given)."""
+    fps = parse_fps(fps)
     if info is None:
         info = probe(path, ffprobe=ffprobe, count_frames=(fps == -1))
     else:
@@ -321,14 +365,15 @@ def prepare(path: str | Path, fps: int, ffprobe: str = "ffprobe",
     return info, plan if plan is not None else sample_plan(info, fps)
 
 
-def source_frame_times(path: str | Path, fps: int, count: int,
-                       ffprobe: str = "ffprobe") -> list[float] | None:
-    """Timestamps (s, from the file's start) of the source frames ``-r fps`` hands on.
+def source_choice(path: str | Path, fps: Fraction | int, count: int | None,
+                  ffprobe: str = "ffprobe") -> tuple[np.ndarray, list[int], Fraction,
+                                                     Fraction | None] | None:
+    """(packet timestamps in presentation order, the position among them of each source
+    frame ``-r fps`` hands on (at most ``count``; None: all, the end-of-stream repeat
+    included), the time base, the start time), from ffprobe's packet list: no decoding.
 
-    The choice is ffmpeg 5.1's (``frame_choice``, the one model of ``-r``), made from
-    packet timestamps, so no decoding: at fps=1 the second output frame is the source's
-    second frame, not the one at t = 1 s. None when ffprobe gives no timestamps, or where
-    the choice is not reproduced.
+    The choice is ffmpeg 5.1's (``frame_choice``, the one model of ``-r``). None when
+    ffprobe gives no timestamps, or where the choice is not reproduced.
     """
     from uvq_int8.runtime.decode import frame_choice
 
@@ -356,4 +401,32 @@ def source_frame_times(path: str | Path, fps: int, count: int,
             fps, count)
     except ValueError:
         return None
-    return [round(float(int(ordered[i]) * time_base - (start or 0)), 6) for i in chosen]
+    return ordered, chosen, time_base, start
+
+
+def source_instants(path: str | Path, fps: Fraction | int, count: int,
+                    ffprobe: str = "ffprobe") -> list[Fraction] | None:
+    """Exact timestamps (s, from the file's start) of the source frames ``-r fps`` hands
+    on, at most ``count``: what segments are cut by (``scoring.segments``), so that a
+    frame on a segment boundary falls on the right side of it.
+
+    From ``source_choice``, so no decoding: at fps=1 the second output frame is the
+    source's second frame, not the one at t = 1 s. None when ffprobe gives no timestamps,
+    or where the choice is not reproduced.
+    """
+    choice = source_choice(path, fps, count, ffprobe)
+    if choice is None:
+        return None
+    ordered, chosen, time_base, start = choice
+    return [int(ordered[i]) * time_base - (start or 0) for i in chosen]
+
+
+def rounded_times(instants: list[Fraction] | None) -> list[float] | None:
+    """``source_instants`` as the results report them: seconds to the microsecond."""
+    return None if instants is None else [round(float(t), 6) for t in instants]
+
+
+def source_frame_times(path: str | Path, fps: Fraction | int, count: int,
+                       ffprobe: str = "ffprobe") -> list[float] | None:
+    """``source_instants`` in seconds to the microsecond (the rows' ``frame_times``)."""
+    return rounded_times(source_instants(path, fps, count, ffprobe))

@@ -219,7 +219,7 @@ def _demux_index(path: str, av) -> tuple[np.ndarray, np.ndarray, int | None] | N
                 container.start_time)
 
 
-def _plan_choice(pts: np.ndarray, start_us: int | None, timing: _Timing, fps: int,
+def _plan_choice(pts: np.ndarray, start_us: int | None, timing: _Timing, fps: Fraction,
                  limit: int) -> tuple[np.ndarray, list[int]]:
     """(presentation-order pts, position of each written frame) for the CLI's ``-r``."""
     start = Fraction(start_us, frame_choice.AV_TIME_BASE) if start_us is not None else None
@@ -243,7 +243,7 @@ def _import_av():
     return av
 
 
-def iter_frames(path: str | Path, fps: int = 1, transpose: bool = False,
+def iter_frames(path: str | Path, fps: Fraction | int = 1, transpose: bool = False,
                 ffmpeg: str = "ffmpeg", info: VideoInfo | None = None,
                 ffprobe: str = "ffprobe", queue_frames: int = 2,
                 stats: DecodeStats | None = None,
