@@ -332,7 +332,7 @@ def early_error_net(monkeypatch):
             d = float(content[0] + distortion[0])
             return S.Measurement(d, d)
 
-    def table(net, float_model, qsvs, held_out, progress=None, int8_ratio=0.3):
+    def table(net, float_model, qsvs, held_out, progress=None, int8_ratio=0.3, finish=None):
         cost = S.cost_model(ops, int8_ratio)
         return S.SensitivityTable(net, 1, [S.GroupSensitivity(g, 1, cost.share(g), error[g],
                                                               error[g], 0.0) for g in groups])
