@@ -162,7 +162,7 @@ def two_nodes(tmp_path, request):
     worker dies) and a worker node with 1 CPU; ``(address, head, worker)``."""
     nodes: list[Node] = []
     request.addfinalizer(lambda: [n.stop() for n in reversed(nodes)])
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 180
     port = _free_port()
     head = Node("head", ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
                 tmp_path)
@@ -192,10 +192,10 @@ def test_worker_node_killed_mid_run_gives_the_jobs_rows(two_nodes, built_models,
     try:
         # Kill the worker node when the first video is scored (the broken file's row comes
         # sooner), while its actor is at work: both actors have loaded the models by then.
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 180
         while not any(row["error"] is None for row in _rows_so_far(out)):
             assert cli.poll() is None, cli.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no video scored within 300 s"
+            assert time.monotonic() < deadline, "no video scored within 180 s"
             time.sleep(0.2)
         on_worker = [p for p in worker.pids() if b"_Scorer" in _cmdline(p)]
         written = len(_rows_so_far(out))
@@ -203,7 +203,7 @@ def test_worker_node_killed_mid_run_gives_the_jobs_rows(two_nodes, built_models,
         worker.proc.wait(timeout=30)
         assert on_worker, "no scorer actor ran on the worker node"
         assert written < VIDEOS + 1, "every row was written before the kill"
-        _, stderr = cli.communicate(timeout=400)
+        _, stderr = cli.communicate(timeout=240)
     finally:
         if cli.poll() is None:
             os.killpg(cli.pid, signal.SIGKILL)
