@@ -88,11 +88,12 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, int(concurrency))),
         # A dead actor (or every actor of a dead node) is restarted wherever the cluster has
         # its CPUs free, and the batches it had not finished run again on it: Ray Data's
-        # defaults for actor pools, stated here so that a change of default cannot drop
-        # rows (tests/test_distributed.py kills an actor, tests/test_ray_cluster.py a node).
-        # A restarted actor needs spare CPUs: the pool keeps its size, so a cluster with
-        # none left after losing a node waits for one (docs/production.md).
-        max_restarts=-1, max_task_retries=-1,
+        # defaults for actor pools (max_restarts=-1, max_task_retries=-1). They are not
+        # passed here: map_batches takes them only through ray_remote_args, deprecated in
+        # Ray 2.60 and due to go in 2.64. tests/test_distributed.py kills an actor and
+        # tests/test_ray_cluster.py a node, so a change of default fails there. A restarted
+        # actor needs spare CPUs: the pool keeps its size, so a cluster with none left
+        # after losing a node waits for one (docs/production.md).
         num_cpus=spec.threads)
 
 
