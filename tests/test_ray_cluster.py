@@ -3,8 +3,9 @@ directory scored with ``--engine ray --jobs 2``, the worker node killed mid-run;
 must be the ``--jobs 2`` rows, one per video.
 
 Each node runs in a session of its own (``start_new_session``), so the test kills exactly
-its own nodes' processes; ``ray stop`` would kill every Ray process on the host. Each node has its own
-temp dir and ports, so nothing here touches another Ray session on the machine.
+its own nodes' processes; ``ray stop`` would kill every Ray process on the host. Each node
+has its own temp dir and ports, so nothing here touches another Ray session on the machine.
+The head has a spare CPU for the actor restarted when the worker node dies.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": 
 ray = pytest.importorskip("ray")
 
 BACKEND = "int8-static"
-VIDEOS = 8  # enough that the worker node is busy when the first row arrives
+VIDEOS = 8  # enough that the worker node is still busy when the first video is scored
 RAY = str(Path(sys.executable).parent / "ray")
 
 
