@@ -22,9 +22,12 @@ On 2 cores ``--jobs 2`` against ``--jobs 1`` cannot show scaling (one worker alr
 both cores); this can.
 
 Peak memory is the largest sum of RSS over the launched process and all its descendants,
-sampled every 50 ms (``peak_mb``), and the same for PSS (``peak_pss_mb``), which splits a
-page shared by several processes between them instead of counting it once per process. Medians over the rounds are reported, and ratios to ``jobs1``
-and to ``loop``.
+sampled every 50 ms (``peak_mb``), and the same for PSS (``peak_pss_mb``, from
+``/proc/PID/smaps_rollup``), which splits a page shared by several processes between them
+instead of counting it once per process. Ray's GCS, raylet, agents and workers are
+descendants of the driver that starts the local instance, so they are counted. Medians
+over the rounds are reported, and ratios to ``jobs1`` and to ``loop``; for the ``jobs``
+and ``ray`` modes the last round's peak PSS sample is also listed by kind of process.
 """
 
 from __future__ import annotations
@@ -123,7 +126,19 @@ def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: 
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed ({proc.returncode}): {err.decode()[-2000:]}")
     return {"seconds": seconds, "videos_per_hour": 3600 * len(clips) / seconds,
-            "peak_mb": peak["rss"] / 1024, "peak_pss_mb": peak["pss"] / 1024}
+            "peak_mb": peak["rss"] / 1024, "peak_pss_mb": peak["pss"] / 1024,
+            "peak_pss_parts": mem.peak_parts}
+
+
+def print_parts(mode: str, result: dict) -> None:
+    """Where the peak PSS sample's memory was, by kind of process (the Ray modes' GCS,
+    raylet, agents, idle workers and actors each get a line)."""
+    parts = sorted(result["peak_pss_parts"].items(), key=lambda kv: -kv[1]["pss"])
+    print(f"\n{mode}: peak PSS {result['peak_pss_mb']:.0f} MB (one round), by process")
+    print("| process | count | PSS (MB) | RSS (MB) |")
+    print("| --- | --- | --- | --- |")
+    for kind, v in parts:
+        print(f"| `{kind}` | {v['count']} | {v['pss'] / 1024:.0f} | {v['rss'] / 1024:.0f} |")
 
 
 def run_pinned(n: int, clips: list[Path], model_dir: Path, backend: str, work: Path) -> dict:
@@ -186,6 +201,8 @@ def main() -> None:
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "uvq-bench-batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--count", type=int, default=len(IMAGES),
+                    help=f"clips to score (at most {len(IMAGES)}; fewer for a quick memory look)")
     ap.add_argument("--efficiency", action="store_true",
                     help="instead: N = 1 ... cores workers, each pinned to its own core with "
                          "one interpreter and one decode thread; videos per hour per core and "
@@ -193,7 +210,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the raw measurements here")
     args = ap.parse_args()
     modes = args.modes.split(",")
-    clips = make_clips(args.clips)
+    clips = make_clips(args.clips, min(args.count, len(IMAGES)))
     facts = [clip_facts(c) for c in clips]
     machine = machine_info()
     print(f"{len(clips)} clips: {facts[0]['size']}, {facts[0]['seconds']:.1f} s, "
@@ -211,16 +228,22 @@ def main() -> None:
                 result = run_mode(mode, clips, args.model_dir, args.backend, Path(work))
                 runs[mode].append(result)
                 print(f"round {r + 1} {mode:9s} {result['seconds']:7.1f} s "
-                      f"{result['videos_per_hour']:7.0f} videos/h {result['peak_mb']:7.0f} MB",
-                      flush=True)
-    med = {m: {k: statistics.median(x[k] for x in runs[m]) for k in runs[m][0]} for m in modes}
-    print("\n| mode | videos/hour (median) | x jobs1 | x loop | peak memory, process tree (MB) |")
-    print("| --- | --- | --- | --- | --- |")
+                      f"{result['videos_per_hour']:7.0f} videos/h {result['peak_mb']:7.0f} MB "
+                      f"RSS {result['peak_pss_mb']:7.0f} MB PSS", flush=True)
+    med = {m: {k: statistics.median(x[k] for x in runs[m]) for k in runs[m][0]
+               if k != "peak_pss_parts"} for m in modes}
+    print("\n| mode | videos/hour (median) | x jobs1 | x loop | peak memory, process tree (MB) "
+          "| peak PSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for m in modes:
         vph = med[m]["videos_per_hour"]
         rel1 = vph / med["jobs1"]["videos_per_hour"] if "jobs1" in med else float("nan")
         rel_loop = vph / med["loop"]["videos_per_hour"] if "loop" in med else float("nan")
-        print(f"| {m} | {vph:.0f} | {rel1:.2f} | {rel_loop:.2f} | {med[m]['peak_mb']:.0f} |")
+        print(f"| {m} | {vph:.0f} | {rel1:.2f} | {rel_loop:.2f} | {med[m]['peak_mb']:.0f} | "
+              f"{med[m]['peak_pss_mb']:.0f} |")
+    for m in modes:
+        if m.startswith(("jobs", "ray")):
+            print_parts(m, runs[m][-1])
     if args.json:
         atomic_write_text(args.json, json.dumps({"machine": machine, "clips": facts, "runs": runs,
                                                  "medians": med}, indent=2))

@@ -77,35 +77,85 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
-def tree_memory_kb(pid: int) -> dict[str, int]:
-    """Summed RSS and PSS (kB) of ``pid``'s process tree. RSS counts a page shared by
-    several processes once per process; PSS splits it between them
-    (/proc/PID/smaps_rollup), so the tree's PSS is what it really holds."""
-    total = {"rss": 0, "pss": 0}
+def process_kind(pid: int) -> str:
+    """A short name for what a process is: ``ray::X`` for a Ray worker (its title), else
+    the program, or for Python the script's last two path parts (Ray's agents are
+    ``dashboard/agent.py``, ``agent/main.py``, ...) or the ``-c``/``-m`` it was given."""
+    try:
+        argv = [a.decode(errors="replace")
+                for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    if argv[0].startswith("ray::"):
+        return argv[0].split(".")[0].strip()
+    prog = Path(argv[0]).name
+    if not prog.startswith("python"):
+        return prog
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.endswith(".py"):
+            return "/".join(Path(arg).parts[-2:])
+        if arg in ("-c", "-m"):
+            return f"python {arg} " + (argv[i + 1][:40] if i + 1 < len(argv) else "")
+    return prog
+
+
+def tree_memory(pid: int) -> list[tuple[int, str, int, int]]:
+    """``(pid, kind, rss, pss)`` in kB for ``pid`` and each descendant
+    (/proc/PID/smaps_rollup; a process gone meanwhile is left out)."""
+    out = []
     for p in tree_pids(pid):
+        values = {}
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 key = line.split(":", 1)[0]
                 if key in ("Rss", "Pss"):
-                    total[key.lower()] += int(line.split()[1])
+                    values[key.lower()] = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return total
+        if values:
+            out.append((p, process_kind(p), values.get("rss", 0), values.get("pss", 0)))
+    return out
+
+
+def tree_memory_kb(pid: int) -> dict[str, int]:
+    """Summed RSS and PSS (kB) of ``pid``'s process tree. RSS counts a page shared by
+    several processes once per process; PSS splits it between them
+    (/proc/PID/smaps_rollup), so the tree's PSS is what it really holds."""
+    rows = tree_memory(pid)
+    return {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows)}
+
+
+def by_kind(rows: list[tuple[int, str, int, int]]) -> dict[str, dict[str, int]]:
+    """``tree_memory`` rows summed per kind: ``{kind: {"count", "rss", "pss"}}`` (kB)."""
+    out: dict[str, dict[str, int]] = {}
+    for _, kind, rss, pss in rows:
+        entry = out.setdefault(kind, {"count": 0, "rss": 0, "pss": 0})
+        entry["count"] += 1
+        entry["rss"] += rss
+        entry["pss"] += pss
+    return out
 
 
 class TreePeak(threading.Thread):
     """Samples a running process tree every ``interval`` seconds; ``peak`` holds the
-    largest summed RSS and PSS seen (kB). ``stop()`` ends it."""
+    largest summed RSS and PSS seen (kB), and ``peak_parts`` the PSS sample's processes
+    by kind (``by_kind``). ``stop()`` ends it."""
 
     def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak = {"rss": 0, "pss": 0}
+        self.peak_parts: dict[str, dict[str, int]] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
-            now = tree_memory_kb(self.pid)
+            rows = tree_memory(self.pid)
+            now = {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows)}
+            if now["pss"] > self.peak["pss"]:
+                self.peak_parts = by_kind(rows)
             self.peak = {k: max(v, now[k]) for k, v in self.peak.items()}
             self._done.wait(self.interval)
 

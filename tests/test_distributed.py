@@ -180,3 +180,8 @@ def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_path_gets_no_more_rows_than_it_is_listed():
+    rows = [{"path": p} for p in ("a", "b", "a", "c", "a")]
+    assert [r["path"] for r in distributed.once_per_path(rows, ["a", "b", "a"])] == ["a", "b", "a"]

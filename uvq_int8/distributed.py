@@ -86,9 +86,31 @@ def score_dataset(paths_or_dataset: Iterable[str] | Any, backend: str | None = N
     return dataset.map_batches(
         _Scorer, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, int(concurrency))),
-        # Ray Data restarts a dead actor and runs its unfinished batches again by default
-        # (max_restarts=-1, max_task_retries=-1 for actor pools; tests/test_distributed.py).
+        # A dead actor (or every actor of a dead node) is restarted wherever the cluster has
+        # its CPUs free, and the batches it had not finished run again on it: Ray Data's
+        # defaults for actor pools (max_restarts=-1, max_task_retries=-1). They are not
+        # passed here: map_batches takes them only through ray_remote_args, deprecated in
+        # Ray 2.60 and due to go in 2.64. tests/test_distributed.py kills an actor and
+        # tests/test_ray_cluster.py a node, so a change of default fails there. A restarted
+        # actor needs spare CPUs: the pool keeps its size, so a cluster with none left
+        # after losing a node waits for one (docs/production.md).
         num_cpus=spec.threads)
+
+
+def once_per_path(rows: Iterable[dict], paths: list[str]) -> Iterator[dict]:
+    """``rows`` with at most as many rows per path as ``paths`` lists it.
+
+    A batch is one path (``batch_size=1``) and a retried batch's output replaces the lost
+    one, so Ray gives each path one row; this guard keeps a second row of a path (a retry
+    after its first row was already delivered) out of the results file all the same.
+    """
+    left: dict[str, int] = {}
+    for path in paths:
+        left[path] = left.get(path, 0) + 1
+    for row in rows:
+        if left.get(row["path"], 0) > 0:
+            left[row["path"]] -= 1
+            yield row
 
 
 def iter_rows(paths: list[str], spec: workers.WorkerSpec, concurrency: int = 1,
@@ -117,8 +139,9 @@ def iter_rows(paths: list[str], spec: workers.WorkerSpec, concurrency: int = 1,
         logging.getLogger("ray").setLevel(logging.WARNING)
     try:
         dataset = score_dataset(paths, spec=spec, concurrency=concurrency)
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield from table.to_pylist()
+        rows = (row for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+                for row in table.to_pylist())
+        yield from once_per_path(rows, paths)
     finally:
         if started_here:
             ray.shutdown()
