@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,23 @@ def _info(**kw) -> probing.VideoInfo:
                 codec="h264")
     base.update(kw)
     return probing.VideoInfo(**base)
+
+
+def _uncounted(**kw) -> probing.VideoInfo:
+    return _info(nb_frames_counted=False, **kw)
+
+
+def test_frame_count_is_ceil_duration_times_rate_rounded_up():
+    plan = probing.sample_plan(_uncounted(), "0.5")
+    assert (plan.video_length, plan.fps, plan.num_frames) == (5, Fraction(1, 2), 3)
+    assert plan.frame_indices == (0, 60, 120)  # upstream's i * orig_fps / fps
+    assert probing.sample_plan(_uncounted(duration=7.3), "1/4").num_frames == 2  # ceil(8 / 4)
+    assert probing.sample_plan(_uncounted(duration=10.0), Fraction(1, 3)).num_frames == 4
+    assert probing.sample_plan(_uncounted(duration=0.4), "0.1").num_frames == 1
+    # Whole rates as before.
+    plan = probing.sample_plan(_uncounted(duration=2.5, orig_fps=24), 5)
+    assert plan.num_frames == 15 and plan.frame_indices[:6] == (0, 5, 10, 14, 19, 24)
+    assert probing.sample_plan(_uncounted(), "-1").num_frames == 150
 
 
 def test_plan_for_every_frame_uses_orig_fps_and_frame_count():

@@ -49,27 +49,6 @@ def test_json_value_of_a_rate():
     assert ffmpeg_cli.rate_arg(Fraction(1, 4)) == "1/4" and ffmpeg_cli.rate_arg(Fraction(3)) == "3"
 
 
-def _info(**kw) -> probing.VideoInfo:
-    base = dict(path="x.mp4", width=640, height=360, duration=5.0, r_frame_rate=30.0,
-                orig_fps=30, nb_frames=150, nb_frames_counted=False, has_video=True,
-                codec="h264")
-    base.update(kw)
-    return probing.VideoInfo(**base)
-
-
-def test_frame_count_is_ceil_duration_times_rate_rounded_up():
-    plan = probing.sample_plan(_info(), "0.5")
-    assert (plan.video_length, plan.fps, plan.num_frames) == (5, Fraction(1, 2), 3)
-    assert plan.frame_indices == (0, 60, 120)  # upstream's i * orig_fps / fps
-    assert probing.sample_plan(_info(duration=7.3), "1/4").num_frames == 2  # ceil(8 / 4)
-    assert probing.sample_plan(_info(duration=10.0), Fraction(1, 3)).num_frames == 4
-    assert probing.sample_plan(_info(duration=0.4), "0.1").num_frames == 1
-    # Whole rates as before.
-    plan = probing.sample_plan(_info(duration=2.5, orig_fps=24), 5)
-    assert plan.num_frames == 15 and plan.frame_indices[:6] == (0, 5, 10, 14, 19, 24)
-    assert probing.sample_plan(_info(), "-1").num_frames == 150
-
-
 # --- both decoders give upstream's command's bytes at fractional rates --------------------
 
 def _clip(tmp: Path) -> Path:
