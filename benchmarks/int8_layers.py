@@ -7,7 +7,11 @@ Run by hand:
 
 For every op output that both files have (ai-edge-quantizer keeps the float tensor names),
 it pools over the frames the SNR in dB (10·log10 Σa²/Σ(a−b)², a the float32 tensor) and
-the cosine, and the SNR lost at that op (the best of its inputs' SNR minus its own). The
+the cosine, and the SNR lost at that op (the worst of its inputs' SNR minus its own). Two
+more columns say where a loss comes from: the op's own rounding (the float32 tensor
+rounded to the candidate's int8 scale) and, for 1x1 convolutions, the float32 weights
+applied to the candidate's input. A loss with high own-rounding SNR and a float-weights
+SNR near the op's own is the op amplifying its input's error. The
 frames are the promise holdout (natural clips of photographs no build split uses). The
 table lists every op in graph order; ``--worst N`` then lists the N ops that lose most.
 DistortionNet keeps every tensor of both files alive (~4.5 GB).
@@ -49,16 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     candidate = args.candidate or paths[args.net]
     rows = T.layer_report(float_paths[args.net].read_bytes(), candidate.read_bytes(),
                           frames, args.threads)
-    print(f"| op | kind | group | SNR dB | cosine | SNR lost here |\n|---|---|---|---|---|---|")
+    print("| op | kind | group | SNR dB | cosine | SNR lost here | own rounding dB "
+          "| float weights on its input dB |\n|---|---|---|---|---|---|---|---|")
+
+    def cell(v: float | None) -> str:
+        return "" if v is None else f"{v:.2f}"
+
     for r in rows:
-        lost = "" if r.snr_drop_db is None else f"{r.snr_drop_db:.2f}"
-        print(f"| {r.op_index} | {r.op} | {r.group} | {r.snr_db:.2f} | {r.cosine:.4f} | {lost} |")
+        print(f"| {r.op_index} | {r.op} | {r.group} | {r.snr_db:.2f} | {r.cosine:.4f} "
+              f"| {cell(r.snr_drop_db)} | {cell(r.rounding_snr_db)} "
+              f"| {cell(r.float_weights_snr_db)} |")
     worst = sorted((r for r in rows if r.snr_drop_db is not None),
                    key=lambda r: -r.snr_drop_db)[:args.worst]
     print(f"\nthe {len(worst)} ops that lose most:")
     for r in worst:
+        why = ""
+        if r.rounding_snr_db is not None:
+            why = f"; its own rounding alone {r.rounding_snr_db:.2f} dB"
+        if r.float_weights_snr_db is not None:
+            why += f"; float32 weights on its int8 input {r.float_weights_snr_db:.2f} dB"
         print(f"  op {r.op_index} {r.op} ({r.group}): {r.snr_drop_db:.2f} dB lost, "
-              f"{r.snr_db:.2f} dB after")
+              f"{r.snr_db:.2f} dB after{why}")
     if args.json:
         atomic_write_text(args.json, json.dumps({
             "models": str(args.models), "backend": args.backend, "net": args.net,

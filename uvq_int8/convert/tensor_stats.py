@@ -56,6 +56,7 @@ class TensorProbe:
         details = {d["index"]: d for d in self._interp.get_tensor_details()}
         self._quant = {i: (float(d["quantization"][0]), int(d["quantization"][1]))
                        for i, d in details.items()}
+        self._dtype = {i: np.dtype(d["dtype"]) for i, d in details.items()}
         self.ops: list[OpOutput] = []
         produced: set[int] = {int(d["index"]) for d in self._interp.get_input_details()}
         for op in self._interp._get_ops_details():
@@ -92,6 +93,10 @@ class TensorProbe:
     def raw(self, index: int) -> np.ndarray:
         """A tensor of the last frame as the interpreter holds it (a copy)."""
         return self._interp.get_tensor(index).copy()
+
+    def dtype(self, index: int) -> np.dtype:
+        """A tensor's type as the interpreter holds it."""
+        return self._dtype[index]
 
     def quantization(self, index: int) -> tuple[float, int]:
         """A tensor's (scale, zero point); scale 0 when it is not quantized."""
@@ -246,25 +251,65 @@ class LayerRow:
     # Against the worst input, an op such as the squeeze-excitation MUL (x · gate, the
     # gate far more exact than x) is not charged for the error that x brings in.
     snr_drop_db: float | None
+    # Where the loss comes from. ``rounding_snr_db``: the float32 tensor rounded and
+    # clipped to the candidate's own int8 scale and zero point, against itself (the op's
+    # own output quantization; None where the candidate's tensor is not quantized).
+    # ``float_weights_snr_db``: for a 1x1 CONV_2D without a fused activation, the float32
+    # weights applied to the candidate's input, against the float32 output (what the
+    # input's error becomes through the exact weights; None for other ops). When this is
+    # near ``snr_db`` and far below the input's, the op amplifies its input's error, and no
+    # choice of its output range or rounding of its weights can recover it.
+    rounding_snr_db: float | None = None
+    float_weights_snr_db: float | None = None
 
 
 def layer_report(float_model: bytes, model: bytes, frames: Iterable[Sequence[np.ndarray]],
                  threads: int = 2) -> list[LayerRow]:
     """SNR and cosine of every op output of ``model`` that the float32 net also has,
-    pooled over ``frames`` (each a tuple of float inputs), in graph order."""
+    pooled over ``frames`` (each a tuple of float inputs), in graph order, with the
+    op's own rounding and, for 1x1 convolutions, the float32 weights on the candidate's
+    input (``LayerRow``)."""
     from uvq_int8.convert.sensitivity import group_of
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
 
     reference = TensorProbe(float_model, threads)
     candidate = TensorProbe(model, threads)
     by_name = {o.name: o for o in candidate.ops}
+    index = {o.name: o.index for o in candidate.ops}
+    graph = TFLiteGraph(bytearray(float_model))
+    # 1x1 convolutions of the float32 net: output name -> (input name, W [cout, cin], b).
+    linear: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+    for out in reference.ops:
+        ins = graph.inputs[out.op_index]
+        if (out.op != "CONV_2D" or len(ins) < 3 or ins[2] < 0 or len(out.inputs) != 1
+                or graph.activation[out.op_index] != 0 or out.inputs[0] not in index):
+            continue
+        w = graph.float_view(ins[1])
+        if list(w.shape[1:3]) == [1, 1]:
+            linear[out.name] = (out.inputs[0], w[:, 0, 0, :].astype(np.float64),
+                                graph.float_view(ins[2]).astype(np.float64))
     sums: dict[str, PairSums] = {}
+    rounding: dict[str, PairSums] = {}
+    through: dict[str, PairSums] = {}
     for arrays in frames:
         reference.run(*arrays)
         candidate.run(*arrays)
         for out, a in reference.outputs():
-            if out.name in by_name:
-                sums.setdefault(out.name, PairSums()).add(
-                    a, candidate.tensor(by_name[out.name].index))
+            if out.name not in by_name:
+                continue
+            q = by_name[out.name].index
+            sums.setdefault(out.name, PairSums()).add(a, candidate.tensor(q))
+            scale, zero = candidate.quantization(q)
+            kind = candidate.dtype(q)
+            if scale and np.issubdtype(kind, np.integer):
+                info = np.iinfo(kind)
+                r = np.clip(np.round(a / scale) + zero, info.min, info.max)
+                rounding.setdefault(out.name, PairSums()).add(a, (r - zero) * scale)
+            if out.name in linear:
+                source, w, b = linear[out.name]
+                x = candidate.tensor(index[source]).reshape(-1, w.shape[1])
+                through.setdefault(out.name, PairSums()).add(
+                    a, x.astype(np.float64) @ w.T + b)
     rows = []
     snr = {n: s.snr_db for n, s in sums.items()}
     for out in reference.ops:
@@ -273,7 +318,9 @@ def layer_report(float_model: bytes, model: bytes, frames: Iterable[Sequence[np.
         known = [snr[i] for i in out.inputs if i in snr]
         drop = (min(known) - snr[out.name]) if known else None
         rows.append(LayerRow(out.op_index, out.op, group_of(out.name), out.name,
-                             snr[out.name], sums[out.name].cosine, drop))
+                             snr[out.name], sums[out.name].cosine, drop,
+                             rounding[out.name].snr_db if out.name in rounding else None,
+                             through[out.name].snr_db if out.name in through else None))
     return rows
 
 
