@@ -58,6 +58,21 @@ def test_group_regex_matches_the_quantizers_scope_of_exactly_those_ops():
     assert S.group_regex(_ops(), []) is None
 
 
+def test_group_regex_writes_shared_prefixes_once_and_still_matches_exactly():
+    names = ["a/b;1", "a/b;14", "a/c;1", "a/b;2x", "b"]
+    ops = [S.OpInfo(i, "ADD", n, "g", 0, 1) for i, n in enumerate(names)]
+    regex = S.group_regex(ops, ["g"])
+    for scope in names:
+        assert re.search(regex, scope + ";"), scope
+    for other in ("a/b;", "a/b;14x", "a/b;2", "a/c;14", "a/", "bb", "a/b;1;a/c;1"):
+        assert not re.search(regex, other + ";"), other
+    # Module paths share most of their length: the pattern holds it once.
+    long = [f"{'m/' * 100}{k}" for k in range(50)]
+    regex = S.group_regex([S.OpInfo(i, "ADD", n, "g", 0, 1) for i, n in enumerate(long)], ["g"])
+    assert len(regex) < 2 * len(long[0])
+    assert re.search(regex, long[7] + ";") and not re.search(regex, long[7] + "0;")
+
+
 def test_cost_model_scales_int8_groups_and_keeps_the_order_of_groups():
     costs = S.cost_model(_ops())
     assert list(costs.float_ms) == ["stem", "block12", "block3", "tail"]
