@@ -161,70 +161,77 @@ def process_kind(pid: int) -> str:
     return prog
 
 
-def tree_memory(pid: int) -> list[tuple[int, str, int, int]]:
-    """``(pid, kind, rss, pss)`` in kB for ``pid`` and each descendant
-    (/proc/PID/smaps_rollup; a process gone meanwhile is left out)."""
+def tree_memory(pid: int) -> list[tuple[int, str, int, int, int]]:
+    """``(pid, kind, rss, pss, anon)`` in kB for ``pid`` and each descendant
+    (/proc/PID/smaps_rollup; a process gone meanwhile is left out). ``anon`` is the
+    process's anonymous memory (heap, stacks, buffers): what it allocated itself, whatever
+    other processes map the same files."""
     out = []
     for p in tree_pids(pid):
         values = {}
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 key = line.split(":", 1)[0]
-                if key in ("Rss", "Pss"):
+                if key in ("Rss", "Pss", "Anonymous"):
                     values[key.lower()] = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue
         if values:
-            out.append((p, process_kind(p), values.get("rss", 0), values.get("pss", 0)))
+            out.append((p, process_kind(p), values.get("rss", 0), values.get("pss", 0),
+                        values.get("anonymous", 0)))
     return out
 
 
 def tree_memory_kb(pid: int) -> dict[str, int]:
-    """Summed RSS and PSS (kB) of ``pid``'s process tree. RSS counts a page shared by
-    several processes once per process; PSS splits it between them
+    """Summed RSS, PSS and anonymous memory (kB) of ``pid``'s process tree. RSS counts a
+    page shared by several processes once per process; PSS splits it between them
     (/proc/PID/smaps_rollup), so the tree's PSS is what it really holds."""
     rows = tree_memory(pid)
-    return {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows)}
+    return {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows),
+            "anon": sum(r[4] for r in rows)}
 
 
-def by_kind(rows: list[tuple[int, str, int, int]]) -> dict[str, dict[str, int]]:
-    """``tree_memory`` rows summed per kind: ``{kind: {"count", "rss", "pss"}}`` (kB)."""
+def by_kind(rows: list[tuple[int, str, int, int, int]]) -> dict[str, dict[str, int]]:
+    """``tree_memory`` rows summed per kind: ``{kind: {"count", "rss", "pss", "anon"}}``
+    (kB)."""
     out: dict[str, dict[str, int]] = {}
-    for _, kind, rss, pss in rows:
-        entry = out.setdefault(kind, {"count": 0, "rss": 0, "pss": 0})
+    for _, kind, rss, pss, anon in rows:
+        entry = out.setdefault(kind, {"count": 0, "rss": 0, "pss": 0, "anon": 0})
         entry["count"] += 1
         entry["rss"] += rss
         entry["pss"] += pss
+        entry["anon"] += anon
     return out
 
 
 class TreePeak(threading.Thread):
     """Samples a running process tree every ``interval`` seconds; ``peak`` holds the
-    largest summed RSS and PSS seen (kB), and ``peak_parts`` the PSS sample's processes
-    by kind (``by_kind``). With ``every``, ``timeline`` also keeps one ``(seconds since
-    start, rss, pss)`` sample per ``every`` seconds, to show whether memory grows during
-    a run. ``stop()`` ends it."""
+    largest summed RSS, PSS and anonymous memory seen (kB, each its own maximum), and
+    ``peak_parts`` the PSS sample's processes by kind (``by_kind``). With ``every``,
+    ``timeline`` also keeps one ``(seconds since start, rss, pss, anon)`` sample per
+    ``every`` seconds, to show whether memory grows during a run. ``stop()`` ends it."""
 
     def __init__(self, pid: int, interval: float = 0.02, every: float | None = None):
         super().__init__(daemon=True)
         self.pid, self.interval, self.every = pid, interval, every
-        self.peak = {"rss": 0, "pss": 0}
+        self.peak = {"rss": 0, "pss": 0, "anon": 0}
         self.peak_parts: dict[str, dict[str, int]] = {}
-        self.timeline: list[tuple[float, int, int]] = []
+        self.timeline: list[tuple[float, int, int, int]] = []
         self._done = threading.Event()
 
     def run(self) -> None:
         started = time.perf_counter()
         while not self._done.is_set():
             rows = tree_memory(self.pid)
-            now = {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows)}
+            now = {"rss": sum(r[2] for r in rows), "pss": sum(r[3] for r in rows),
+                   "anon": sum(r[4] for r in rows)}
             if now["pss"] > self.peak["pss"]:
                 self.peak_parts = by_kind(rows)
             self.peak = {k: max(v, now[k]) for k, v in self.peak.items()}
             elapsed = time.perf_counter() - started
             if self.every and rows and (not self.timeline
                                         or elapsed - self.timeline[-1][0] >= self.every):
-                self.timeline.append((round(elapsed, 2), now["rss"], now["pss"]))
+                self.timeline.append((round(elapsed, 2), now["rss"], now["pss"], now["anon"]))
             self._done.wait(self.interval)
 
     def stop(self) -> dict[str, int]:
