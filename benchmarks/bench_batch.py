@@ -80,17 +80,6 @@ def make_clips(root: Path, count: int = 12) -> list[Path]:
     return clips
 
 
-def clip_facts(clip: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "stream=width,height,bit_rate,has_b_frames,r_frame_rate:format=duration",
-                          "-of", "json", str(clip)], capture_output=True, text=True, check=True)
-    data = json.loads(out.stdout)
-    s = data["streams"][0]
-    return {"size": f"{s['width']}x{s['height']}", "mbps": round(int(s["bit_rate"]) / 1e6, 2),
-            "b_frames": int(s["has_b_frames"]), "rate": s["r_frame_rate"],
-            "seconds": float(data["format"]["duration"])}
-
-
 def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: Path) -> dict:
     py = sys.executable
     uvq = [py, "-c", "from uvq_int8.cli import uvq_main; raise SystemExit(uvq_main())"]
@@ -211,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
     modes = args.modes.split(",")
     clips = make_clips(args.clips, min(args.count, len(IMAGES)))
-    facts = [clip_facts(c) for c in clips]
+    facts = [common.clip_facts(c) for c in clips]
     machine = machine_info()
     print(f"{len(clips)} clips: {facts[0]['size']}, {facts[0]['seconds']:.1f} s, "
           f"{min(f['mbps'] for f in facts)}-{max(f['mbps'] for f in facts)} Mb/s, "

@@ -65,8 +65,8 @@ def make_clips(folder: Path, names: list[str]) -> dict[str, Path]:
     """The photograph clip at 8 Mb/s, and the other clips as re-encodings of it."""
     paths = {name: folder / f"natural_1080p30_{name}.mp4" for name in CLIPS}
     master = paths[MASTER]
-    if not master.is_file():
-        _make_master(master)
+    # 20 s: four photographs, 5 s each.
+    common.natural_clip(master, PHOTOS, SECONDS_PER_PHOTO, CLIPS[MASTER])
     for name in names:
         if not paths[name].is_file():
             with atomic_path(paths[name], suffix=".mp4") as tmp:
@@ -75,46 +75,10 @@ def make_clips(folder: Path, names: list[str]) -> dict[str, Path]:
     return {name: paths[name] for name in names}
 
 
-def _make_master(out: Path) -> None:
-    """20 s of four photographs, each panned and zoomed for 5 s, with grain."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frames = SECONDS_PER_PHOTO * 30
-    inputs, chains = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(PHOTOS):
-            inputs += ["-i", str(common.photo_file(name, Path(tmp)))]
-            # Zoom from 1.0 to 1.3 while panning right and down, on a 4K upscale.
-            chains.append(
-                f"[{i}:v]format=rgb24,scale=3840:2160:flags=lanczos,"
-                f"zoompan=z='1+0.3*on/{frames}':x='(iw-iw/zoom)*on/{frames}':"
-                f"y='(ih-ih/zoom)*on/{frames}':d={frames}:s=1920x1080:fps=30,"
-                f"noise=alls=5:allf=t,setsar=1[v{i}]")
-        graph = (";".join(chains) + ";" + "".join(f"[v{i}]" for i in range(len(PHOTOS)))
-                 + f"concat=n={len(PHOTOS)}:v=1:a=0,format=yuv420p[out]")
-        with atomic_path(out, suffix=".mp4") as tmp_out:
-            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *inputs,
-                            "-filter_complex", graph, "-map", "[out]", *CLIPS[MASTER],
-                            str(tmp_out)], check=True)
-
-
-def make_long_clip(clip: Path, times: int = 3) -> Path:
-    """``clip`` joined ``times`` times without re-encoding (ffmpeg's concat demuxer)."""
-    out = clip.with_name(f"{clip.stem}_x{times}.mp4")
-    if not out.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            listing = Path(tmp) / "list.txt"
-            listing.write_text(f"file '{clip.resolve()}'\n" * times)
-            with atomic_path(out, suffix=".mp4") as tmp_out:
-                subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat",
-                                "-safe", "0", "-i", str(listing), "-c", "copy", str(tmp_out)],
-                               check=True)
-    return out
-
-
 def length_check(clip: Path, model_dir: Path, threads: int) -> dict:
     """Decode CPU per scored frame and peak tree memory, 20 s clip against 60 s."""
     out = {}
-    for label, path in (("20 s", clip), ("60 s", make_long_clip(clip))):
+    for label, path in (("20 s", clip), ("60 s", common.joined_clip(clip, 3))):
         out[label] = {d: dict(decode_cpu(path, d),
                               peak_tree_mb=peak_tree_mb(path, "int8-static", model_dir,
                                                         threads, d))
