@@ -104,16 +104,8 @@ def run_mode(mode: str, clips: list[Path], model_dir: Path, backend: str, work: 
     else:
         raise ValueError(mode)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
-    mem = common.TreePeak(proc.pid, interval=0.05)
-    mem.start()
-    _, err = proc.communicate()
-    seconds = time.perf_counter() - started
-    peak = mem.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"{mode} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    seconds, mem = common.run_sampled(argv, mode, env=env, start_new_session=True)
+    peak = mem.peak
     return {"seconds": seconds, "videos_per_hour": 3600 * len(clips) / seconds,
             "peak_mb": peak["rss"] / 1024, "peak_pss_mb": peak["pss"] / 1024,
             "peak_pss_parts": mem.peak_parts}

@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import common  # this folder is on sys.path when a benchmark runs as a script
@@ -71,15 +69,8 @@ def run_uvq(clip: Path, backend: str, model_dir: Path, fps: str, threads: int | 
             "--output", str(stats), "--quiet"]
     if threads:
         argv += ["--threads", str(threads)]
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sampler = common.TreePeak(proc.pid, interval=0.05, every=every)
-    sampler.start()
-    _, err = proc.communicate()
-    seconds = time.perf_counter() - started
-    peak = sampler.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"uvq failed on {clip} ({proc.returncode}): {err.decode()[-2000:]}")
+    seconds, sampler = common.run_sampled(argv, f"uvq on {clip}", every=every)
+    peak = sampler.peak
     result = json.loads(stats.read_text())
     return {"command": shlex.join(["uvq", *argv[3:]]), "frames": len(result["per_frame_scores"]),
             "score": result["uvq1p5_score"], "decoder": result["decoder"],

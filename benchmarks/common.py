@@ -238,3 +238,20 @@ class TreePeak(threading.Thread):
         self._done.set()
         self.join()
         return self.peak
+
+
+def run_sampled(argv: list[str], what: str, interval: float = 0.05, every: float | None = None,
+                **popen) -> tuple[float, TreePeak]:
+    """Run ``argv`` (stdout discarded) under a ``TreePeak`` of its process tree: the wall
+    seconds and the stopped sampler. A non-zero exit stops the benchmark with ``what``
+    and the end of its stderr."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    sampler = TreePeak(proc.pid, interval=interval, every=every)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    sampler.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return seconds, sampler
