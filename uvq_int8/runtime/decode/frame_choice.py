@@ -208,7 +208,8 @@ def source_positions(pts: Iterable[int], start_time: Fraction | None, time_base:
     ``-r fps`` writes, for any positive rational ``fps``), from a stream's packet timestamps (in ``time_base``) and what
     ffprobe says of the file. Raises ValueError where the choice is not reproduced
     (timestamps shared by two packets, a first frame that would repeat an earlier one)."""
-    pts_sorted = np.sort(np.asarray(list(pts), dtype=np.int64))
+    # fromiter: no Python list of every packet's timestamp on the way.
+    pts_sorted = np.sort(np.fromiter(pts, dtype=np.int64))
     if np.any(np.diff(pts_sorted) == 0):
         raise ValueError("packets share a timestamp")
     start_us = round(start_time * AV_TIME_BASE) if start_time is not None else 0

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -365,6 +366,38 @@ def prepare(path: str | Path, fps: Fraction | int, ffprobe: str = "ffprobe",
     return info, plan if plan is not None else sample_plan(info, fps)
 
 
+def _packet_listing(path: str | Path,
+                    ffprobe: str) -> tuple[array, dict[str, dict[str, str]]] | None:
+    """(every video packet's pts in file order, the first ``stream`` and ``format``
+    sections as text) from ffprobe's compact output, read line by line.
+
+    A packet costs 8 bytes here: a one-hour 30 fps video has 108,000 packets, and
+    ffprobe's JSON parsed into a dict per packet held about 40 MB at the end of a
+    one-hour score (benchmarks/bench_long.py), growing with the video's length.
+    Packets without a pts (``N/A``) are left out. None when ffprobe cannot run.
+    """
+    argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+            "format=start_time,nb_streams:stream=time_base,r_frame_rate,avg_frame_rate:"
+            "packet=pts", "-of", "compact", ffmpeg_url(path)]
+    pts = array("q")
+    sections: dict[str, dict[str, str]] = {}
+    try:
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL) as proc:
+            for line in proc.stdout:
+                kind, _, rest = line.rstrip(b"\r\n").partition(b"|")
+                if kind == b"packet":
+                    value = _int(rest.partition(b"=")[2])
+                    if value is not None:
+                        pts.append(value)
+                elif kind in (b"stream", b"format") and kind.decode() not in sections:
+                    fields = rest.decode("utf-8", "replace").split("|")
+                    sections[kind.decode()] = dict(f.partition("=")[::2] for f in fields)
+    except OSError:
+        return None
+    return pts, sections
+
+
 def source_choice(path: str | Path, fps: Fraction | int, count: int | None,
                   ffprobe: str = "ffprobe") -> tuple[np.ndarray, list[int], Fraction,
                                                      Fraction | None] | None:
@@ -377,20 +410,12 @@ def source_choice(path: str | Path, fps: Fraction | int, count: int | None,
     """
     from uvq_int8.runtime.decode import frame_choice
 
-    argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
-            "format=start_time,nb_streams:stream=time_base,r_frame_rate,avg_frame_rate:"
-            "packet=pts", "-of", "json", ffmpeg_url(path)]
-    try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                check=False)
-        data = json.loads(result.stdout or b"{}")
-    except (OSError, ValueError):
+    listing = _packet_listing(path, ffprobe)
+    if listing is None:
         return None
-    fmt = data.get("format") or {}
-    stream = (data.get("streams") or [{}])[0]
+    pts, sections = listing
+    fmt, stream = sections.get("format", {}), sections.get("stream", {})
     time_base = _rational(stream.get("time_base"))
-    pts = [_int(p.get("pts")) for p in data.get("packets") or []]
-    pts = [p for p in pts if p is not None]
     if not pts or not time_base:
         return None
     start = _rational(fmt.get("start_time"))
