@@ -142,7 +142,8 @@ def main() -> int:
                          " minute alone is a quick check of the set-up, with no ratio)")
     ap.add_argument("--clips-only", action="store_true",
                     help="make the clips, print what ffprobe says of them, and stop")
-    ap.add_argument("--json", type=Path, help="write the measurements here")
+    ap.add_argument("--json", type=Path,
+                    help="write the measurements here (rewritten after every run)")
     ap.add_argument("--report", type=Path, help="only print the tables of a --json file")
     args = ap.parse_args()
     if args.report:
@@ -173,6 +174,8 @@ def main() -> int:
             print(f"{backend} {name}: {r['frames']} frames, {r['seconds']:.1f} s, peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB, PSS {r['peak_pss_mb']:.0f} MB, anon "
                   f"{r['peak_anon_mb']:.0f} MB", flush=True)
+            if args.json:  # after every run: an hour's run stopped later keeps this one
+                atomic_write_text(args.json, json.dumps(saved, indent=2))
         if not {"minute", "hour"} <= set(runs):
             continue
         ratio = {k: runs["hour"][f"peak_{k}_mb"] / runs["minute"][f"peak_{k}_mb"]
