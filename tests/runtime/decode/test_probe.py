@@ -52,8 +52,8 @@ def test_source_choice_reads_the_compact_packet_listing(tmp_path):
 
 def test_source_choice_holds_a_few_bytes_per_packet(tmp_path):
     # A one-hour 30 fps video has 108,000 packets; ffprobe's JSON parsed into a dict per
-    # packet held about 40 MB at the end of scoring one (benchmarks/bench_long.py), and
-    # ten hours would hold ten times that. The listing is read line by line into int64s.
+    # packet took a few hundred bytes each, and ten hours would take ten times an hour's.
+    # The listing is read line by line into int64s.
     packets = 300_000
     ffprobe = _fake_ffprobe(tmp_path, packets)
     tracemalloc.start()

@@ -372,8 +372,8 @@ def _packet_listing(path: str | Path,
     sections as text) from ffprobe's compact output, read line by line.
 
     A packet costs 8 bytes here: a one-hour 30 fps video has 108,000 packets, and
-    ffprobe's JSON parsed into a dict per packet held about 40 MB at the end of a
-    one-hour score (benchmarks/bench_long.py), growing with the video's length.
+    ffprobe's JSON parsed into a dict per packet grew with the video's length (the
+    bound is tests/runtime/decode/test_probe.py's).
     Packets without a pts (``N/A``) are left out. None when ffprobe cannot run.
     """
     argv = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
