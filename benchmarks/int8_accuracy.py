@@ -184,15 +184,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated: none, or SmoothQuant's alpha in [0, 1] for "
                         "residual-stream channel equalization before calibration")
     p.add_argument("--refit", default="none", metavar="RIDGES",
-                   help="comma-separated: none, or the ridge of a least-squares refit of "
-                        "the 1x1 convolutions with int8 inputs in the loop (e.g. 1e-3)")
+                   help="comma-separated: none, the ridge of a least-squares refit of "
+                        "the 1x1 convolutions with int8 inputs in the loop (e.g. 1e-3), or "
+                        "cv: that refit with each op's ridge chosen by cross-validation (cv:R: "
+                        "among the ridges up to R only)")
     p.add_argument("--refit-no-check", action="store_true",
                    help="fit on every calibration frame and keep every fit (the refit "
                         "normally keeps a fit only if it is better on the last quarter)")
     p.add_argument("--refit-frames", type=int, default=16,
                    help="refit on the first N calibration frames (DistortionNet's refit "
                         "runs the whole int8 net once per frame and 1x1 convolution)")
+    p.add_argument("--refit-samples", type=int, default=R.DEFAULT_SAMPLES,
+                   help="positions per frame and op that the refit fits and checks on")
     p.add_argument("--calibration-frames", type=int, default=16)
+    p.add_argument("--range-frames", type=int, default=None,
+                   help="take the activation ranges from the first N calibration frames "
+                        "(default: all); with --refit-frames above N, the refit sees more "
+                        "frames than the ranges")
     p.add_argument("--holdout-frames", type=int, default=24)
     p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
                    help="the natural split to measure on: the promise holdout (default), or "
@@ -266,10 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             source, rec = EQ.equalized(float_model, inputs,
                                        float(eq), args.threads, statistics_model=one)
             eq_record = rec.as_dict()
-        ranges = C.calibrate_per_frame(source, ({"args_0": x[0]} for x in inputs()),
+        def range_inputs(net=net):
+            return ([net_input(net, f)] for f in cal.frames[:args.range_frames])
+
+        ranges = C.calibrate_per_frame(source, ({"args_0": x[0]} for x in range_inputs()),
                                        threads=args.threads)
         # As the build does: DistortionNet a patch at a time, on its one-patch variant.
-        stats = C.tensor_statistics(source, inputs, ranges, args.threads,
+        stats = C.tensor_statistics(source, range_inputs, ranges, args.threads,
                                     statistics_model=(T.one_item_variant(source)
                                                       if net == "distortion" else None))
         print(f"{net}: statistics in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -300,9 +311,14 @@ def main(argv: list[str] | None = None) -> int:
                 refit_record = None
                 if refit != "none":
                     some = cal.frames[:args.refit_frames]
+                    cv = refit.startswith("cv")
+                    cv_max = float(refit[3:]) if refit.startswith("cv:") else np.inf
                     corrected, rrec = R.refit(
                         corrected, source, lambda: ([net_input(net, f)] for f in some),
-                        threads=args.threads, ridge=float(refit),
+                        threads=args.threads,
+                        ridge=R.DEFAULT_RIDGE if cv else float(refit),
+                        cv=cv, cv_ridges=[r for r in R.CV_RIDGES if r <= cv_max],
+                        samples=args.refit_samples,
                         check=not args.refit_no_check,
                         statistics_model=(T.one_item_variant(source) if net == "distortion"
                                           else None),

@@ -359,6 +359,59 @@ def test_refit_changes_only_the_kept_1x1_weights_and_never_loses_on_its_check_fr
         R.refit(int8_model, float_model, lambda: iter([next(iter(calibration_inputs()))]))
 
 
+def test_cross_validated_refit_keeps_only_fits_that_beat_the_weights_across_folds(
+        content_files, calibration_inputs):
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    float_model, int8_model = content_files
+    sites = R.refit_sites(int8_model)
+    refitted, record = R.refit(int8_model, float_model, calibration_inputs, cv=True)
+    assert record.ops == 31 and record.frames == 4 and record.folds == 4
+    assert record.ridge is None and record.check_frames == 0
+    assert 1 <= record.accepted == len(record.ridges) <= 31
+    assert set(record.ridges) <= {s.op_index for s in sites}
+    assert set(record.ridges.values()) <= set(R.CV_RIDGES)
+    assert record.snr_after_db > record.snr_before_db
+    data = record.as_dict()
+    assert data["folds"] == 4 and "cross-validation" in data["method"]
+    assert data["ridges_kept"] == {str(k): v for k, v in sorted(record.ridges.items())}
+    # Only the kept sites' weight and bias bytes change; one XNNPACK node, as before.
+    g = TFLiteGraph(bytearray(int8_model))
+    kept = {int(g.sg.Tensors(t).Buffer()) for s in sites if s.op_index in record.ridges
+            for t in (s.weight, s.bias)}
+    old, new = _buffers(int8_model), _buffers(refitted)
+    changed = {i for i, (a, b) in enumerate(zip(old, new)) if a != b}
+    assert changed and changed <= kept
+    assert _delegate_nodes(refitted) == 1
+    # Different from the one-split refit (recipe version 3), which is still there.
+    assert refitted != R.refit(int8_model, float_model, calibration_inputs)[0]
+
+
+def test_refit_moments_give_the_fits_error_and_add_up_over_frames():
+    from uvq_int8.convert import refit as R
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (x @ rng.normal(size=(5, 3)) + 0.1 * rng.normal(size=(300, 3))).astype(np.float16)
+    old = R._Weights(rng.integers(-127, 128, size=(3, 5)).astype(np.int8),
+                     np.full(3, 0.01), np.array([5, -7, 0], np.int32), np.full(3, 0.002), 0.2)
+    whole = R._Moments.of(x, y)
+    parts = R._Moments.of(x[:100], y[:100]) + R._Moments.of(x[100:], y[100:])
+    assert whole.n == parts.n == 300 and np.allclose(whole.aa, parts.aa)
+    for w in (old, whole.fit(old, 1e-3)):
+        direct = float(np.sum((R._apply(w, x.astype(np.float64)) - y.astype(np.float64)) ** 2))
+        assert np.isclose(whole.error(w), direct, rtol=1e-9)
+        assert np.isclose((whole - R._Moments.of(x[:100], y[:100])).error(w),
+                          R._Moments.of(x[100:], y[100:]).error(w), rtol=1e-9)
+    # A fit on these samples beats arbitrary weights on them; a huge ridge keeps the old ones.
+    assert whole.error(whole.fit(old, 1e-3)) < 0.1 * whole.error(old)
+    stiff = whole.fit(old, 1e9)
+    assert np.abs(R._theta(stiff) - R._theta(old)).max() < 0.02
+    assert [list(f) for f in R._folds(10, 4)] == [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9]]
+    assert [list(f) for f in R._folds(2, 4)] == [[0], [1]]
+
+
 def test_a_prefix_model_gives_the_whole_nets_tensors_bit_for_bit(content_files,
                                                                  calibration_inputs):
     from uvq_int8.convert import refit as R

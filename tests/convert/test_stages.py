@@ -126,13 +126,20 @@ def test_manifest_records_how_each_file_was_made(build_all, reference_dir):
     assert static["recipe_options"]["calibration"]["frames"] == build_all.options.calibration_frames
     assert static["checkpoint"]["sha256"] == record["checkpoints"]["distortion"]["sha256"]
     # The recipe's activation ranges (0.2.0: percentile of a histogram over all frames).
-    # Recipe version 3: the 1x1 convolutions refitted by least squares.
-    assert static["recipe_options"]["recipe_version"] == 3
+    # Recipe version 4: the 1x1 convolutions refitted by least squares, each op's ridge
+    # chosen by cross-validation over frame folds.
+    assert static["recipe_options"]["recipe_version"] == 4
     assert static["recipe_options"]["activation_ranges"] == "percentile"
     assert static["recipe_options"]["percentile"] == 99.99
     assert static["recipe_options"]["bias_correction"] == "none"
-    assert static["recipe_options"]["refit"] == "lsq"
-    assert static["recipe_options"]["refit_ridge"] == 0.03
+    assert static["recipe_options"]["refit"] == "cv"
+    assert static["recipe_options"]["refit_ridges"] == [1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0,
+                                                         10.0]
+    assert static["recipe_options"]["refit_folds"] == 4
+    assert "refit_ridge" not in static["recipe_options"]
+    refit_record = record["calibration"]["nets"]["distortion"]["refit"]
+    assert refit_record["folds"] == 4 and refit_record["ridge"] is None
+    assert 1 <= refit_record["accepted"] == len(refit_record["ridges_kept"]) <= 31
     # DistortionNet's statistics ran a patch at a time on the one-patch variant.
     nets_record = record["calibration"]["nets"]
     assert nets_record["distortion"]["statistics_runs"] == 9 * build_all.options.calibration_frames

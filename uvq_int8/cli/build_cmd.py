@@ -67,13 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cal.add_argument("--int8-refit", choices=INT8_REFITS, default=DEFAULT_INT8_REFIT,
                      help="refit int8-static's 1x1 convolutions by least squares, with the "
                           "int8 net's own inputs and float32's outputs on the calibration "
-                          f"frames: none or lsq (default {DEFAULT_INT8_REFIT}); one "
-                          "convolution at a time, a few minutes for DistortionNet; a fit is "
-                          "kept only if better on the last quarter of the frames (needs at "
-                          "least 2)")
+                          "frames, one convolution at a time (needs at least 2 frames): "
+                          "none; lsq, one ridge (--int8-refit-ridge), a fit kept only if "
+                          "better on the last quarter of the frames (recipe version 3); or "
+                          "cv, each convolution's ridge chosen by cross-validation over 4 "
+                          "folds of the frames, a fit kept only if its cross-validated error "
+                          f"is lower (default {DEFAULT_INT8_REFIT})")
     cal.add_argument("--int8-refit-ridge", type=float, default=DEFAULT_INT8_REFIT_RIDGE,
-                     metavar="R", help="how strongly the refit stays near the original "
-                                       f"weights (default {DEFAULT_INT8_REFIT_RIDGE:g})")
+                     metavar="R", help="how strongly --int8-refit lsq stays near the "
+                                       "original weights (default "
+                                       f"{DEFAULT_INT8_REFIT_RIDGE:g})")
     search = p.add_argument_group(
         "auto backend (--backend auto): the fastest configuration within a logit budget")
     search.add_argument("--max-logit-delta", type=float, metavar="D",

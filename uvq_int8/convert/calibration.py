@@ -208,11 +208,13 @@ class Calibration:
         if len(self.frames.calibration_store()) < 2:  # one to fit on, one to check on
             return int8_model, {"skipped": "the refit needs at least 2 calibration frames"}
         # int8-static's file and auto's full-int8 one are the same bytes: refit them once.
-        key = (net, hashlib.sha256(int8_model).hexdigest(), settings.refit_ridge)
+        key = (net, hashlib.sha256(int8_model).hexdigest(), settings.refit,
+               settings.refit_ridge)
         if key not in self._refits:
             started = time.perf_counter()
             model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
                                     threads=self.threads, ridge=settings.refit_ridge,
+                                    cv=settings.refit == "cv",
                                     statistics_model=self.statistics_model(net), progress=say)
             self._refits[key] = (model, {**record.as_dict(),
                                          "seconds": round(time.perf_counter() - started, 1)})

@@ -37,11 +37,13 @@ DEFAULT_INT8_PERCENTILE = 99.99
 INT8_BIAS_CORRECTIONS = ("none", "depthwise", "all")
 DEFAULT_INT8_BIAS_CORRECTION = "none"
 # Least-squares refit of int8-static's 1x1 convolutions with int8 inputs in the loop
-# (uvq_int8.convert.refit): none (recipe version 2), or lsq with a ridge towards
-# the original weights (the default since recipe version 3).
-INT8_REFITS = ("none", "lsq")
-DEFAULT_INT8_REFIT = "lsq"
-DEFAULT_INT8_REFIT_RIDGE = 3e-2
+# (uvq_int8.convert.refit): none (recipe version 2); lsq, one ridge towards the original
+# weights and a fit kept if better on the last quarter of the frames (recipe version 3);
+# or cv, each op's ridge chosen by cross-validation over frame folds (the default since
+# recipe version 4).
+INT8_REFITS = ("none", "lsq", "cv")
+DEFAULT_INT8_REFIT = "cv"
+DEFAULT_INT8_REFIT_RIDGE = 3e-2  # lsq's
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,13 @@ class Int8Settings:
             out["percentile"] = self.percentile
         out["bias_correction"] = self.bias_correction
         out["refit"] = self.refit
-        if self.refit != "none":
+        if self.refit == "lsq":
             out["refit_ridge"] = self.refit_ridge
+        elif self.refit == "cv":
+            from uvq_int8.convert import refit as R
+
+            out.update(refit_ridges=list(R.CV_RIDGES), refit_folds=R.CV_FOLDS,
+                       refit_samples_per_input=R.CV_SAMPLES_PER_INPUT)
         return out
 
 

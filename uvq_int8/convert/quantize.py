@@ -26,7 +26,8 @@ from uvq_int8.runtime.tflite_info import ModelInfo
 # then rebuilds those files even though checkpoints and options are unchanged.
 # 2: static_wi8_ai8's activation ranges from tensor histograms (Int8Settings).
 # 3: static_wi8_ai8's 1x1 convolutions refitted by least squares (uvq_int8.convert.refit).
-RECIPE_VERSION = 3
+# 4: that refit's ridge chosen per op by cross-validation over frames (refit "cv").
+RECIPE_VERSION = 4
 
 
 class QuantizationError(UserError):

@@ -23,7 +23,7 @@ one position per frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -34,6 +34,12 @@ from uvq_int8.convert.tflite_graph import INT8, INT32, TFLiteGraph, buffer_view
 MIN_POSITIONS = 16
 DEFAULT_SAMPLES = 1024  # positions per frame and op
 DEFAULT_RIDGE = 1e-3  # relative to the mean diagonal of the inputs' second moment
+# The cross-validated refit ("cv"): the ridges it chooses among for each op, its number of
+# contiguous frame folds, and its least positions per frame as a multiple of the op's
+# inputs (a wide projection then has more samples than weights per output channel).
+CV_RIDGES = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+CV_FOLDS = 4
+CV_SAMPLES_PER_INPUT = 4
 
 
 @dataclass(frozen=True)
@@ -51,24 +57,35 @@ class RefitSite:
 
 @dataclass(frozen=True)
 class RefitRecord:
+    """What a refit did; ``ridge`` is None for the cross-validated one, whose ridges are
+    chosen per op (``ridges``: op index -> the chosen ridge, for the kept ops)."""
+
     ops: int  # 1x1 convolutions considered
     accepted: int  # refits kept: better on the check frames than the weights they replace
     frames: int
     check_frames: int
     samples_per_frame: int
-    ridge: float
+    ridge: float | None
     # Mean over the considered ops of the output's SNR in dB against float32 on the check
     # frames' samples, with the weights before and after (kept or not) that op's refit.
     snr_before_db: float
     snr_after_db: float
+    folds: int = 0  # the cross-validated refit's frame folds (0: one check split)
+    ridges: dict[int, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"method": "least-squares refit of 1x1 convolutions, int8 inputs in the loop",
-                "ops": self.ops, "accepted": self.accepted, "frames": self.frames,
-                "check_frames": self.check_frames,
-                "samples_per_frame": self.samples_per_frame, "ridge": self.ridge,
-                "mean_op_check_snr_before_db": round(self.snr_before_db, 2),
-                "mean_op_check_snr_after_db": round(self.snr_after_db, 2)}
+        out = {"method": "least-squares refit of 1x1 convolutions, int8 inputs in the loop",
+               "ops": self.ops, "accepted": self.accepted, "frames": self.frames,
+               "check_frames": self.check_frames,
+               "samples_per_frame": self.samples_per_frame, "ridge": self.ridge,
+               "mean_op_check_snr_before_db": round(self.snr_before_db, 2),
+               "mean_op_check_snr_after_db": round(self.snr_after_db, 2)}
+        if self.folds:
+            out.update(method="least-squares refit of 1x1 convolutions, int8 inputs in the "
+                              "loop, ridge chosen per op by cross-validation over frames",
+                       folds=self.folds, ridges_kept={str(k): v for k, v in
+                                                      sorted(self.ridges.items())})
+        return out
 
 
 def refit_sites(int8_model: bytes) -> list[RefitSite]:
@@ -103,11 +120,19 @@ def refit(int8_model: bytes, float_model: bytes,
           samples: int = DEFAULT_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0,
           statistics_model: bytes | None = None, check: bool = True,
           progress: Callable[[str], None] | None = None,
-          incremental: bool = True) -> tuple[bytes, RefitRecord]:
+          incremental: bool = True, cv: bool = False,
+          cv_ridges: Sequence[float] = CV_RIDGES) -> tuple[bytes, RefitRecord]:
     """The refitted ``int8_model``; ``inputs()`` yields each calibration frame's inputs.
 
     ``check=False`` fits on every frame and keeps every fit (what the check guards against;
     for measurement only).
+
+    ``cv=True`` is the cross-validated refit (``_cross_validated``): for each op, every
+    ridge of ``cv_ridges`` is scored over ``CV_FOLDS`` contiguous frame folds, fitted on the
+    other folds; the best is fitted on all the frames, and kept only if its cross-validated
+    error is below the current weights' error on the same frames. ``ridge`` and ``check``
+    are then unused, and each op samples at least ``CV_SAMPLES_PER_INPUT`` positions per
+    input channel and frame.
 
     The float32 targets come from ``float_model``, or, with ``statistics_model``
     (DistortionNet's one-patch variant, ``tensor_stats.one_item_variant``), from that,
@@ -142,7 +167,7 @@ def refit(int8_model: bytes, float_model: bytes,
         frames += 1
         for s in sites:
             y = np.concatenate(per_site[s.output])
-            where = _positions(rng, len(y), samples)
+            where = _positions(rng, len(y), _samples(s, samples) if cv else samples)
             chosen[s.output].append(where)
             # float16 halves what the targets hold (DistortionNet, 16 frames: ~360 MB);
             # its 1e-3 relative rounding is far below the int8 error being fitted.
@@ -152,6 +177,9 @@ def refit(int8_model: bytes, float_model: bytes,
         raise ValueError("refit got no frames")
     if frames < 2:
         raise ValueError("refit needs at least 2 calibration frames (one to check on)")
+    if cv:
+        return _cross_validated(int8_model, sites, inputs, threads, incremental, chosen,
+                                targets, frames, samples, tuple(cv_ridges), progress)
     # The last quarter of the frames (at least one) only checks each fit: a refit is kept
     # only where it beats the weights it replaces there. Contiguous, so that with natural
     # clips or videos the check frames are mostly other content than the fitted ones.
@@ -179,6 +207,98 @@ def refit(int8_model: bytes, float_model: bytes,
             accepted += 1
     return bytes(data), RefitRecord(len(sites), accepted, frames, held, samples, ridge,
                                     float(np.mean(before)), float(np.mean(after)))
+
+
+def _samples(site: RefitSite, samples: int) -> int:
+    """Positions per frame the cross-validated refit samples for ``site``."""
+    return max(samples, CV_SAMPLES_PER_INPUT * (site.cin + 1))
+
+
+@dataclass
+class _Moments:
+    """Sufficient statistics of a least-squares fit of y on a = [x 1]: AᵀA, Aᵀy, Σy², n."""
+
+    aa: np.ndarray
+    ay: np.ndarray
+    yy: float
+    n: int
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray) -> "_Moments":
+        a = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+        y = y.astype(np.float64)
+        return cls(a.T @ a, a.T @ y, float(np.sum(y * y)), len(a))
+
+    def __add__(self, other: "_Moments") -> "_Moments":
+        return _Moments(self.aa + other.aa, self.ay + other.ay, self.yy + other.yy,
+                        self.n + other.n)
+
+    def __sub__(self, other: "_Moments") -> "_Moments":
+        return _Moments(self.aa - other.aa, self.ay - other.ay, self.yy - other.yy,
+                        self.n - other.n)
+
+    def error(self, w: "_Weights") -> float:
+        """Σ‖W a + b − y‖² over these samples, for the int8 weights ``w`` as they act."""
+        theta = _theta(w)
+        return float(self.yy - 2.0 * np.sum(theta * self.ay.T)
+                     + np.sum((theta @ self.aa) * theta))
+
+    def fit(self, old: "_Weights", ridge: float) -> "_Weights":
+        """The ridge fit towards ``old`` on these samples, quantized as ``_solve`` does."""
+        gram, rhs = self.aa / self.n, self.ay / self.n
+        lam = ridge * float(np.mean(np.diag(gram)))
+        theta = np.linalg.solve(gram + lam * np.eye(len(gram)),
+                                rhs + lam * _theta(old).T).T
+        return _quantized(theta, old)
+
+
+def _theta(w: "_Weights") -> np.ndarray:
+    """[W b] as float, one row per output channel."""
+    return np.hstack([w.q_w * w.w_scale[:, None], (w.q_b * w.b_scale)[:, None]])
+
+
+def _folds(frames: int, folds: int) -> list[range]:
+    """``folds`` contiguous, near-equal runs of frame indices (fewer if there are fewer
+    frames): natural clips and videos then have other content in each fold."""
+    k = min(folds, frames)
+    edges = [round(i * frames / k) for i in range(k + 1)]
+    return [range(edges[i], edges[i + 1]) for i in range(k)]
+
+
+def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
+                     inputs: Callable[[], Iterable[Sequence[np.ndarray]]], threads: int,
+                     incremental: bool, chosen: dict[str, list[np.ndarray]],
+                     targets: dict[str, list[np.ndarray]], frames: int, samples: int,
+                     cv_ridges: tuple[float, ...],
+                     progress: Callable[[str], None] | None) -> tuple[bytes, RefitRecord]:
+    """The cross-validated refit (``refit(cv=True)``), from the sampled float32 targets."""
+    folds = _folds(frames, CV_FOLDS)
+    data = bytearray(int8_model)
+    walk = _Walk(inputs, threads, T.single_cuts(int8_model) if incremental else {})
+    before, after = [], []
+    ridges: dict[int, float] = {}
+    for k, site in enumerate(sites):
+        if progress:
+            progress(f"refit {k + 1}/{len(sites)}")
+        xs = walk.site_inputs(bytes(data), site, chosen[site.output])
+        per_frame = [_Moments.of(x, y) for x, y in zip(xs, targets[site.output])]
+        del xs
+        per_fold = [sum((per_frame[f] for f in fold[1:]), per_frame[fold[0]])
+                    for fold in folds]
+        total = sum(per_fold[1:], per_fold[0])
+        old = _weights(data, site)
+        old_error = total.error(old)
+        scores = {r: sum(part.error((total - part).fit(old, r)) for part in per_fold)
+                  for r in cv_ridges}
+        best = min(scores, key=lambda r: (scores[r], r))
+        before.append(T.snr_db(total.yy, old_error))
+        after.append(T.snr_db(total.yy, min(old_error, scores[best])))
+        if scores[best] < old_error:
+            _write(data, site, total.fit(old, best))
+            ridges[site.op_index] = best
+    return bytes(data), RefitRecord(len(sites), len(ridges), frames, 0, samples, None,
+                                    float(np.mean(before)), float(np.mean(after)),
+                                    folds=len(folds), ridges=ridges)
 
 
 def transplant(refitted: bytes, target: bytes) -> tuple[bytes, int]:
@@ -299,6 +419,11 @@ def _solve(x: np.ndarray, y: np.ndarray, old: _Weights, ridge: float) -> _Weight
     gram = a.T @ a / len(a)
     lam = ridge * float(np.mean(np.diag(gram)))
     theta = np.linalg.solve(gram + lam * np.eye(len(gram)), a.T @ y / len(a) + lam * theta0.T).T
+    return _quantized(theta, old)
+
+
+def _quantized(theta: np.ndarray, old: _Weights) -> _Weights:
+    """[W b] quantized per output channel as the quantizer does, at ``old``'s input scale."""
     w, b = theta[:, :-1], theta[:, -1]
     w_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
     b_scale = old.s_in * w_scale
