@@ -236,6 +236,34 @@ def test_percentile_ranges_gain_3_db_on_the_trained_content_net(trained_content_
     assert new >= old + 3.0, (old, new)
 
 
+@pytest.mark.slow  # about 100 s: two refits of the trained ContentNet on 16 frames
+def test_cross_validated_refit_beats_the_one_split_refit_on_the_trained_content_net(
+        trained_content_float):
+    from uvq_int8.convert import calibration as C
+    from uvq_int8.convert import natural
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert import sensitivity as S
+    from uvq_int8.runtime import frames as F
+
+    float_model = trained_content_float
+    cal = natural.make_set("calibration", 16).frames  # the build's default
+    held = natural.make_set("holdout", 12).frames
+
+    def inputs():
+        return ([F.net_inputs(f)[0]] for f in cal)
+
+    ranges = C.calibrate_per_frame(float_model, ({"args_0": x[0]} for x in inputs()))
+    stats = C.tensor_statistics(float_model, inputs, ranges)
+    int8_model = S.quantize_static(float_model, C.histogram_ranges(stats, "percentile", 99.99))
+    one_split = R.refit(int8_model, float_model, inputs, ridge=3e-2)[0]
+    cv, record = R.refit(int8_model, float_model, inputs, cv=True)
+    old, new = (_holdout_snr("content", float_model, m, held) for m in (one_split, cv))
+    # Measured on the 24 promise holdout frames: 20.17 -> 23.04 dB (docs/backends.md,
+    # "Cross-validated refit"); it keeps 16 of 31 fits where the one split kept 9.
+    assert new >= old + 1.5 and new >= 20.0, (old, new)
+    assert record.accepted > 9
+
+
 def test_the_one_patch_variant_gives_each_patch_of_the_full_net_bit_for_bit(built_models):
     from uvq_int8.convert import natural
     from uvq_int8.runtime import frames as F
