@@ -19,6 +19,12 @@ quarter: with few positions per frame (ContentNet's last blocks see 8x8) a fit w
 otherwise learn the calibration frames. Only 1x1 CONV_2D ops with at least
 ``MIN_POSITIONS`` output positions per frame take part: the squeeze-excitation ones see
 one position per frame.
+
+That single split made the kept set fragile. The cross-validated refit (``cv=True``, the
+build's default since recipe version 4) chooses each op's ridge among ``CV_RIDGES`` by
+``CV_FOLDS``-fold cross-validation over contiguous frame folds, from per-frame sufficient
+statistics, fits the chosen ridge on all the frames, and keeps that fit only if its
+cross-validated error is below the current weights' error.
 """
 
 from __future__ import annotations
