@@ -202,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all); with --refit-frames above N, the refit sees more "
                         "frames than the ranges")
     p.add_argument("--holdout-frames", type=int, default=24)
-    p.add_argument("--eval-split", default="holdout", choices=("holdout", "search"),
-                   help="the natural split to measure on: the promise holdout (default), or "
-                        "the auto search split (to choose a method without the holdout)")
+    p.add_argument("--eval-split", default="holdout",
+                   choices=("holdout", "search", "confirmation"),
+                   help="the natural split to measure on: the promise holdout (default), "
+                        "the auto search split (to choose a method without the holdout), or "
+                        "auto's confirmation split (what its promise is tested on)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--int4", action="store_true",
                    help="instead: int4 (dynamic_wi4_afp32, channelwise) with each --weights "
