@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated: none, the ridge of a least-squares refit of "
                         "the 1x1 convolutions with int8 inputs in the loop (e.g. 1e-3), or "
                         "cv: that refit with each op's ridge chosen by cross-validation (cv:R: "
-                        "among the ridges up to R only)")
+                        "among the ridges up to R only); a cv one ending in +dw also refits "
+                        "the depthwise convolutions channel by channel (e.g. cv+dw)")
     p.add_argument("--refit-no-check", action="store_true",
                    help="fit on every calibration frame and keep every fit (the refit "
                         "normally keeps a fit only if it is better on the last quarter)")
@@ -207,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the natural split to measure on: the promise holdout (default), "
                         "the auto search split (to choose a method without the holdout), or "
                         "auto's confirmation split (what its promise is tested on)")
+    p.add_argument("--in-sample", action="store_true",
+                   help="calibrate the ranges and the refit on the measured frames "
+                        "themselves (a bound: no calibration set can do better for these "
+                        "methods on those frames)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--int4", action="store_true",
                    help="instead: int4 (dynamic_wi4_afp32, channelwise) with each --weights "
@@ -254,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                 "holdout_sha256": hold.sha256, "machine": machine_info(), "rows": rows},
                 indent=2))
         return 0
-    cal = natural.make_set("calibration", args.calibration_frames)
+    # --in-sample: calibrate (ranges and refit) on the very frames measured, a bound on
+    # what any choice of calibration frames could give these methods.
+    cal = hold if args.in_sample else natural.make_set("calibration", args.calibration_frames)
     print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), {args.eval_split} "
           f"{len(hold.frames)} frames from {hold.images} ({hold.sha256[:12]})", file=sys.stderr)
     held = None
@@ -314,12 +321,14 @@ def main(argv: list[str] | None = None) -> int:
                 if refit != "none":
                     some = cal.frames[:args.refit_frames]
                     cv = refit.startswith("cv")
-                    cv_max = float(refit[3:]) if refit.startswith("cv:") else np.inf
+                    base, dw = (refit[:-3], True) if refit.endswith("+dw") else (refit, False)
+                    cv_max = float(base[3:]) if base.startswith("cv:") else np.inf
                     corrected, rrec = R.refit(
                         corrected, source, lambda: ([net_input(net, f)] for f in some),
                         threads=args.threads,
                         ridge=R.DEFAULT_RIDGE if cv else float(refit),
                         cv=cv, cv_ridges=[r for r in R.CV_RIDGES if r <= cv_max],
+                        depthwise=dw,
                         samples=args.refit_samples,
                         check=not args.refit_no_check,
                         statistics_model=(T.one_item_variant(source) if net == "distortion"

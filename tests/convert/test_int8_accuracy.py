@@ -416,6 +416,58 @@ def test_cross_validated_refit_keeps_only_fits_that_beat_the_weights_across_fold
     assert refitted != R.refit(int8_model, float_model, calibration_inputs)[0]
 
 
+def test_depthwise_patches_with_the_files_weights_give_the_ops_int8_output(
+        content_files, calibration_inputs):
+    """The depthwise refit's inputs: the gathered kh x kw patches (strides, SAME padding)
+    with the file's own weights give each depthwise op's int8 output to half a step."""
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert import tensor_stats as T
+
+    _, int8_model = content_files
+    sites = [s for s in R.refit_sites(int8_model, depthwise=True) if s.kind == "depthwise"]
+    assert len(sites) == 16 and {s.kernel for s in sites} == {(3, 3), (5, 5)}
+    assert {s.stride for s in sites} == {(1, 1), (2, 2)}
+    assert len(R.refit_sites(int8_model)) == 31  # the 1x1 ones only, by default
+    probe = T.TensorProbe(int8_model, 2)
+    probe.run(*next(iter(calibration_inputs())))
+    index = {o.name: o.index for o in probe.ops}
+    for site in sites:
+        theta = R._theta(R._weights(bytearray(int8_model), site))
+        where = np.arange(site.in_shape[0] * site.out_hw[0] * site.out_hw[1])
+        x = R._patches(site, probe.raw(index[site.input]),
+                       probe.quantization(index[site.input]), where)
+        scale, zero = probe.quantization(index[site.output])
+        want = np.einsum("nkc,ck->nc", x, theta[:, :-1]) + theta[:, -1]
+        want = np.clip(want, (-128 - zero) * scale, (127 - zero) * scale)
+        got = probe.tensor(index[site.output]).reshape(-1, site.cout)
+        assert np.abs(got - want).max() <= 0.5 * scale * (1 + 1e-3), site.op_index
+
+
+def test_depthwise_refit_changes_only_convolution_bytes_and_keeps_one_node(
+        content_files, calibration_inputs):
+    from uvq_int8.convert import refit as R
+    from uvq_int8.convert.tflite_graph import TFLiteGraph
+
+    float_model, int8_model = content_files
+    with pytest.raises(ValueError, match="cross-validated"):
+        R.refit(int8_model, float_model, calibration_inputs, depthwise=True)
+    refitted, record = R.refit(int8_model, float_model, calibration_inputs, cv=True,
+                               depthwise=True)
+    assert record.ops == 31 and record.depthwise_ops == 16
+    assert 0 < record.depthwise_channels_kept <= record.depthwise_channels == sum(
+        s.cout for s in R.refit_sites(int8_model, depthwise=True) if s.kind == "depthwise")
+    assert record.as_dict()["depthwise_channels_kept"] == record.depthwise_channels_kept
+    g = TFLiteGraph(bytearray(int8_model))
+    allowed = {int(g.sg.Tensors(t).Buffer()) for s in R.refit_sites(int8_model, True)
+               if s.kind == "depthwise" or s.op_index in record.ridges
+               for t in (s.weight, s.bias)}
+    old, new = _buffers(int8_model), _buffers(refitted)
+    changed = {i for i, (a, b) in enumerate(zip(old, new)) if a != b}
+    assert changed <= allowed and changed - {
+        int(g.sg.Tensors(t).Buffer()) for s in R.refit_sites(int8_model) for t in (s.weight, s.bias)}
+    assert len(refitted) == len(int8_model) and _delegate_nodes(refitted) == 1
+
+
 def test_refit_moments_give_the_fits_error_and_add_up_over_frames():
     from uvq_int8.convert import refit as R
 
@@ -438,6 +490,29 @@ def test_refit_moments_give_the_fits_error_and_add_up_over_frames():
     assert np.abs(R._theta(stiff) - R._theta(old)).max() < 0.02
     assert [list(f) for f in R._folds(10, 4)] == [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9]]
     assert [list(f) for f in R._folds(2, 4)] == [[0], [1]]
+
+
+def test_channel_moments_give_each_depthwise_channels_error_and_fit():
+    from uvq_int8.convert import refit as R
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 9, 6)).astype(np.float32)  # [n, kh*kw, C]
+    true = rng.normal(size=(6, 9))
+    y = (np.einsum("nkc,ck->nc", x, true) + 0.05 * rng.normal(size=(400, 6))).astype(np.float16)
+    old = R._Weights(rng.integers(-127, 128, size=(6, 9)).astype(np.int8), np.full(6, 0.01),
+                     np.arange(6, dtype=np.int32), np.full(6, 0.002), 0.2)
+    whole = R._ChannelMoments.of(x, y)
+    parts = R._ChannelMoments.of(x[:150], y[:150]) + R._ChannelMoments.of(x[150:], y[150:])
+    assert np.allclose(whole.aa, parts.aa) and whole.aa.shape == (6, 10, 10)
+    for w in (old, whole.fit(old, 1e-3)):
+        theta = R._theta(w)
+        pred = np.einsum("nkc,ck->nc", x.astype(np.float64), theta[:, :-1]) + theta[:, -1]
+        direct = np.sum((pred - y.astype(np.float64)) ** 2, axis=0)
+        assert np.allclose(whole.error(w), direct, rtol=1e-9)
+    # Each channel's fit is its own least squares: close to the weights that made y.
+    fitted = R._theta(whole.fit(old, 1e-6))
+    assert np.abs(fitted[:, :-1] - true).max() < 0.03
+    assert np.all(whole.error(whole.fit(old, 1e-3)) < 0.1 * whole.error(old))
 
 
 def test_a_prefix_model_gives_the_whole_nets_tensors_bit_for_bit(content_files,

@@ -50,7 +50,8 @@ CV_SAMPLES_PER_INPUT = 4
 
 @dataclass(frozen=True)
 class RefitSite:
-    """One 1x1 convolution of the int8 net."""
+    """One 1x1 convolution of the int8 net, or (``kind`` "depthwise") one depthwise
+    convolution, whose every channel is a fit of its own on ``cin`` = kh·kw inputs."""
 
     op_index: int
     input: str
@@ -59,6 +60,13 @@ class RefitSite:
     bias: int
     cin: int
     cout: int
+    kind: str = "conv"
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)  # rows and columns of padding before the input
+    in_shape: tuple[int, ...] = ()  # B, H, W, C of the input
+    out_hw: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,12 @@ class RefitRecord:
     snr_after_db: float
     folds: int = 0  # the cross-validated refit's frame folds (0: one check split)
     ridges: dict[int, float] = field(default_factory=dict)
+    # The depthwise convolutions considered (``depthwise=True``), how many of them kept a
+    # fit in at least one channel, and the channels kept in all.
+    depthwise_ops: int = 0
+    depthwise_kept: int = 0
+    depthwise_channels: int = 0
+    depthwise_channels_kept: int = 0
 
     def as_dict(self) -> dict:
         out = {"method": "least-squares refit of 1x1 convolutions, int8 inputs in the loop",
@@ -91,15 +105,25 @@ class RefitRecord:
                               "loop, ridge chosen per op by cross-validation over frames",
                        folds=self.folds, ridges_kept={str(k): v for k, v in
                                                       sorted(self.ridges.items())})
+        if self.depthwise_ops:
+            out.update(depthwise_ops=self.depthwise_ops, depthwise_kept=self.depthwise_kept,
+                       depthwise_channels=self.depthwise_channels,
+                       depthwise_channels_kept=self.depthwise_channels_kept)
         return out
 
 
-def refit_sites(int8_model: bytes) -> list[RefitSite]:
-    """The 1x1 CONV_2D ops with int8 weights, an int32 bias and enough positions."""
+def refit_sites(int8_model: bytes, depthwise: bool = False) -> list[RefitSite]:
+    """The 1x1 CONV_2D ops with int8 weights, an int32 bias and enough positions, in graph
+    order; with ``depthwise``, also such DEPTHWISE_CONV_2D ops (``_depthwise_site``)."""
     g = TFLiteGraph(bytearray(int8_model))
     sites = []
     for op, kind in enumerate(g.kinds):
         ins = g.inputs[op]
+        if depthwise and kind == "DEPTHWISE_CONV_2D":
+            site = _depthwise_site(g, op)
+            if site is not None:
+                sites.append(site)
+            continue
         if kind != "CONV_2D" or len(ins) < 3 or ins[2] < 0:
             continue
         w, out = g.shape(ins[1]), g.shape(g.outputs[op][0])
@@ -110,6 +134,61 @@ def refit_sites(int8_model: bytes) -> list[RefitSite]:
         sites.append(RefitSite(op, g.name(ins[0]), g.name(g.outputs[op][0]), ins[1], ins[2],
                                w[3], w[0]))
     return sites
+
+
+def _depthwise_site(g: TFLiteGraph, op: int) -> RefitSite | None:
+    """A depthwise convolution the refit can fit channel by channel: int8 weights
+    quantized per channel, an int32 bias, depth multiplier 1, no fused activation (its
+    output is then linear in its weights) and enough output positions."""
+    ins = g.inputs[op]
+    if len(ins) < 3 or ins[2] < 0:
+        return None
+    x, w, out = g.shape(ins[0]), g.shape(ins[1]), g.shape(g.outputs[op][0])
+    options = g.depthwise_options(op)
+    wt = g.sg.Tensors(ins[1])
+    if (len(x) != 4 or len(w) != 4 or len(out) != 4 or wt.Type() != INT8
+            or g.sg.Tensors(ins[2]).Type() != INT32 or options["multiplier"] != 1
+            or options["activation"] != 0 or x[3] != out[3] or w[3] != out[3]
+            or wt.Quantization() is None or wt.Quantization().ScaleLength() != out[3]
+            or out[1] * out[2] < MIN_POSITIONS):
+        return None
+    (kh, kw), (sh, sw), (dh, dw) = w[1:3], options["stride"], options["dilation"]
+    pad = (0, 0)
+    if options["padding"] == 0:  # SAME: the lesser half before
+        pad = tuple(max((o - 1) * s + (k - 1) * d + 1 - n, 0) // 2
+                    for o, s, k, d, n in ((out[1], sh, kh, dh, x[1]), (out[2], sw, kw, dw, x[2])))
+    return RefitSite(op, g.name(ins[0]), g.name(g.outputs[op][0]), ins[1], ins[2], kh * kw,
+                     out[3], kind="depthwise", kernel=(kh, kw), stride=(sh, sw),
+                     dilation=(dh, dw), pad=pad, in_shape=tuple(x), out_hw=(out[1], out[2]))
+
+
+def _patches(site: RefitSite, raw: np.ndarray, quantization: tuple[float, int],
+             where: np.ndarray) -> np.ndarray:
+    """A depthwise site's inputs at output positions ``where`` (flat over batch, rows and
+    columns), as float [n, kh·kw, C]; padding reads the zero point, i.e. 0.0."""
+    b, h, w, c = site.in_shape
+    (kh, kw), (sh, sw), (dh, dw) = site.kernel, site.stride, site.dilation
+    ho, wo = site.out_hw
+    top, left = site.pad
+    bottom = max((ho - 1) * sh + (kh - 1) * dh + 1 - h - top, 0)
+    right = max((wo - 1) * sw + (kw - 1) * dw + 1 - w - left, 0)
+    zero = quantization[1] if np.issubdtype(raw.dtype, np.integer) else 0
+    x = np.pad(raw.reshape(b, h, w, c), ((0, 0), (top, bottom), (left, right), (0, 0)),
+               constant_values=zero)
+    item, rest = np.divmod(where, ho * wo)
+    oh, ow = np.divmod(rest, wo)
+    rows = oh[:, None] * sh + np.arange(kh)[None, :] * dh
+    cols = ow[:, None] * sw + np.arange(kw)[None, :] * dw
+    p = x[item[:, None, None], rows[:, :, None], cols[:, None, :], :]
+    return T.dequantized(p.reshape(len(where), kh * kw, c), *quantization)
+
+
+def _take(site: RefitSite, raw: np.ndarray, quantization: tuple[float, int],
+          where: np.ndarray) -> np.ndarray:
+    """What a site's fit reads of its input tensor ``raw`` at output positions ``where``."""
+    if site.kind == "depthwise":
+        return _patches(site, raw, quantization, where)
+    return T.dequantized(raw.reshape(-1, site.cin)[where], *quantization)
 
 
 def _positions(rng: np.random.Generator, total: int, samples: int) -> np.ndarray:
@@ -127,7 +206,8 @@ def refit(int8_model: bytes, float_model: bytes,
           statistics_model: bytes | None = None, check: bool = True,
           progress: Callable[[str], None] | None = None,
           incremental: bool = True, cv: bool = False,
-          cv_ridges: Sequence[float] = CV_RIDGES) -> tuple[bytes, RefitRecord]:
+          cv_ridges: Sequence[float] = CV_RIDGES,
+          depthwise: bool = False) -> tuple[bytes, RefitRecord]:
     """The refitted ``int8_model``; ``inputs()`` yields each calibration frame's inputs.
 
     ``check=False`` fits on every frame and keeps every fit (what the check guards against;
@@ -144,11 +224,17 @@ def refit(int8_model: bytes, float_model: bytes,
     (DistortionNet's one-patch variant, ``tensor_stats.one_item_variant``), from that,
     one batch item at a time: a ninth of the memory, the same values.
 
+    ``depthwise=True`` (with ``cv`` only) also refits each depthwise convolution, channel
+    by channel: each channel's kh·kw weights and bias are a ridge fit of their own, its
+    ridge chosen and its fit kept by the same cross-validation.
+
     ``incremental=False`` reads each op's input from the net cut after it, run from the
     frames (slower; the same values, which a test checks), instead of carrying the frames
     along the net (``_Walk``).
     """
-    sites = refit_sites(int8_model)
+    if depthwise and not cv:
+        raise ValueError("the depthwise refit is the cross-validated one's (cv=True)")
+    sites = refit_sites(int8_model, depthwise)
     if not sites:
         raise ValueError("no 1x1 convolution to refit")
     # The float32 targets, once: y at fixed sampled positions of every site's output.
@@ -283,10 +369,18 @@ def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
     walk = _Walk(inputs, threads, T.single_cuts(int8_model) if incremental else {})
     before, after = [], []
     ridges: dict[int, float] = {}
+    depthwise = [0, 0, 0, 0]  # ops, ops kept, channels, channels kept
     for k, site in enumerate(sites):
         if progress:
             progress(f"refit {k + 1}/{len(sites)}")
         xs = walk.site_inputs(bytes(data), site, chosen[site.output])
+        if site.kind == "depthwise":
+            kept = _cross_validated_depthwise(data, site, xs, targets[site.output], folds,
+                                              cv_ridges)
+            del xs
+            depthwise = [depthwise[0] + 1, depthwise[1] + (kept > 0),
+                         depthwise[2] + site.cout, depthwise[3] + kept]
+            continue
         per_frame = [_Moments.of(x, y) for x, y in zip(xs, targets[site.output])]
         del xs
         per_fold = [sum((per_frame[f] for f in fold[1:]), per_frame[fold[0]])
@@ -302,9 +396,84 @@ def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
         if scores[best] < old_error:
             _write(data, site, total.fit(old, best))
             ridges[site.op_index] = best
-    return bytes(data), RefitRecord(len(sites), len(ridges), frames, 0, samples, None,
-                                    float(np.mean(before)), float(np.mean(after)),
-                                    folds=len(folds), ridges=ridges)
+    return bytes(data), RefitRecord(len(before), len(ridges), frames, 0, samples, None,
+                                    float(np.mean(before)) if before else float("nan"),
+                                    float(np.mean(after)) if after else float("nan"),
+                                    folds=len(folds), ridges=ridges,
+                                    depthwise_ops=depthwise[0], depthwise_kept=depthwise[1],
+                                    depthwise_channels=depthwise[2],
+                                    depthwise_channels_kept=depthwise[3])
+
+
+@dataclass
+class _ChannelMoments:
+    """``_Moments`` for C independent fits at once (a depthwise convolution's channels):
+    aa [C, k+1, k+1], ay [C, k+1], yy [C]."""
+
+    aa: np.ndarray
+    ay: np.ndarray
+    yy: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray) -> "_ChannelMoments":
+        """From inputs x [n, k, C] and targets y [n, C]."""
+        a = np.concatenate([x.astype(np.float64), np.ones((len(x), 1, x.shape[2]))], axis=1)
+        y = y.astype(np.float64)
+        return cls(np.einsum("nic,njc->cij", a, a, optimize=True),
+                   np.einsum("nic,nc->ci", a, y, optimize=True), np.sum(y * y, axis=0), len(a))
+
+    def __add__(self, other: "_ChannelMoments") -> "_ChannelMoments":
+        return _ChannelMoments(self.aa + other.aa, self.ay + other.ay, self.yy + other.yy,
+                               self.n + other.n)
+
+    def __sub__(self, other: "_ChannelMoments") -> "_ChannelMoments":
+        return _ChannelMoments(self.aa - other.aa, self.ay - other.ay, self.yy - other.yy,
+                               self.n - other.n)
+
+    def error(self, w: "_Weights") -> np.ndarray:
+        """Each channel's Σ (w·a + b − y)² over these samples, for the int8 weights ``w``."""
+        theta = _theta(w)
+        return (self.yy - 2.0 * np.sum(theta * self.ay, axis=1)
+                + np.einsum("ci,cij,cj->c", theta, self.aa, theta, optimize=True))
+
+    def fit(self, old: "_Weights", ridge: float) -> "_Weights":
+        """Each channel's ridge fit towards ``old``, quantized per channel."""
+        gram, rhs = self.aa / self.n, self.ay / self.n
+        lam = ridge * np.einsum("cii->c", gram) / gram.shape[1]
+        eye = np.eye(gram.shape[1])
+        theta = np.linalg.solve(gram + lam[:, None, None] * eye,
+                                (rhs + lam[:, None] * _theta(old))[..., None])[..., 0]
+        return _quantized(theta, old)
+
+
+def _cross_validated_depthwise(data: bytearray, site: RefitSite, xs: Sequence[np.ndarray],
+                               ys: Sequence[np.ndarray], folds: Sequence[range],
+                               cv_ridges: tuple[float, ...]) -> int:
+    """Refit a depthwise site's channels in ``data``; how many channels took a new fit.
+
+    Each channel takes, among ``cv_ridges``, the ridge with the least cross-validated error,
+    fitted on all frames, where that error is below its current weights' error."""
+    per_frame = [_ChannelMoments.of(x, y) for x, y in zip(xs, ys)]
+    per_fold = [sum((per_frame[f] for f in fold[1:]), per_frame[fold[0]]) for fold in folds]
+    total = sum(per_fold[1:], per_fold[0])
+    old = _weights(data, site)
+    scores = np.stack([sum(part.error((total - part).fit(old, r)) for part in per_fold)
+                       for r in cv_ridges])  # [ridges, C]
+    best = np.argmin(scores, axis=0)  # the first, i.e. the least ridge, on a tie
+    keep = scores[best, np.arange(site.cout)] < total.error(old)
+    if not keep.any():
+        return 0
+    q_w, w_scale, q_b, b_scale = (a.copy() for a in (old.q_w, old.w_scale, old.q_b,
+                                                     old.b_scale))
+    for i, r in enumerate(cv_ridges):
+        rows = keep & (best == i)
+        if rows.any():
+            new = total.fit(old, r)
+            q_w[rows], w_scale[rows] = new.q_w[rows], new.w_scale[rows]
+            q_b[rows], b_scale[rows] = new.q_b[rows], new.b_scale[rows]
+    _write(data, site, _Weights(q_w, w_scale, q_b, b_scale, old.s_in))
+    return int(keep.sum())
 
 
 def transplant(refitted: bytes, target: bytes) -> tuple[bytes, int]:
@@ -317,12 +486,12 @@ def transplant(refitted: bytes, target: bytes) -> tuple[bytes, int]:
     scales. Their fit saw the noisier all-int8 inputs; what that costs a mixed file is
     measured where the file is chosen.
     """
-    donor = {s.output: s for s in refit_sites(refitted)}
+    donor = {s.output: s for s in refit_sites(refitted, depthwise=True)}
     source, data = bytearray(refitted), bytearray(target)
     taken = 0
-    for site in refit_sites(target):
+    for site in refit_sites(target, depthwise=True):
         src = donor.get(site.output)
-        if src is None or (src.cin, src.cout) != (site.cin, site.cout):
+        if src is None or (src.kind, src.cin, src.cout) != (site.kind, site.cin, site.cout):
             continue
         new = _weights(source, src)
         if not np.isclose(new.s_in, _weights(data, site).s_in, rtol=1e-6, atol=0.0):
@@ -380,12 +549,12 @@ class _Walk:
             self._run(self._model(data, name), name, carry)
             self.pos, self.cut, self.state = ahead, name, state
         if self.cut == site.input:
-            return [T.dequantized(x.reshape(-1, site.cin)[w], *self.quantization)
-                    for x, w in zip(self.state, where)]
+            return [_take(site, x, self.quantization, w) for x, w in zip(self.state, where)]
         xs: list[np.ndarray] = []
 
         def sample(probe: T.TensorProbe, index: int) -> None:
-            xs.append(probe.tensor(index).reshape(-1, site.cin)[where[len(xs)]].copy())
+            xs.append(_take(site, probe.raw(index), probe.quantization(index),
+                            where[len(xs)]))
 
         self._run(self._model(data, site.input), site.input, sample)
         return xs
@@ -405,8 +574,12 @@ class _Weights:
 def _weights(data: bytearray, site: RefitSite) -> _Weights:
     g = TFLiteGraph(data)
     wt, bt = g.sg.Tensors(site.weight), g.sg.Tensors(site.bias)
+    q_w = buffer_view(data, g.m, int(wt.Buffer()), np.int8)
+    # A depthwise kernel is stored [1, kh, kw, C]: one row per channel is its transpose.
+    q_w = (q_w.reshape(site.cin, site.cout).T if site.kind == "depthwise"
+           else q_w.reshape(site.cout, site.cin))
     return _Weights(
-        buffer_view(data, g.m, int(wt.Buffer()), np.int8).reshape(site.cout, site.cin).copy(),
+        q_w.copy(),
         np.asarray(wt.Quantization().ScaleAsNumpy(), np.float64),
         buffer_view(data, g.m, int(bt.Buffer()), np.int32).copy(),
         np.asarray(bt.Quantization().ScaleAsNumpy(), np.float64),
@@ -443,7 +616,8 @@ def _write(data: bytearray, site: RefitSite, w: _Weights) -> None:
     """Put ``w`` into the file: weight and bias bytes and their scale vectors, in place."""
     g = TFLiteGraph(data)
     wt, bt = g.sg.Tensors(site.weight), g.sg.Tensors(site.bias)
-    buffer_view(data, g.m, int(wt.Buffer()), np.int8)[...] = w.q_w.reshape(-1)
+    buffer_view(data, g.m, int(wt.Buffer()), np.int8)[...] = (
+        w.q_w.T.reshape(-1) if site.kind == "depthwise" else w.q_w.reshape(-1))
     buffer_view(data, g.m, int(bt.Buffer()), np.int32)[...] = w.q_b
     w_scale, b_scale = wt.Quantization().ScaleAsNumpy(), bt.Quantization().ScaleAsNumpy()
     w_scale[...] = w.w_scale.astype(w_scale.dtype)

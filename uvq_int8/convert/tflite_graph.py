@@ -65,6 +65,18 @@ class TFLiteGraph:
         parsed.Init(table.Bytes, table.Pos)
         return int(parsed.FusedActivationFunction())
 
+    def depthwise_options(self, op: int) -> dict[str, int]:
+        """A DEPTHWISE_CONV_2D op's padding (0 SAME, 1 VALID), strides, dilations, depth
+        multiplier and fused activation."""
+        table = self.sg.Operators(op).BuiltinOptions()
+        parsed = self.schema.DepthwiseConv2DOptions()
+        parsed.Init(table.Bytes, table.Pos)
+        return {"padding": int(parsed.Padding()), "stride": (int(parsed.StrideH()),
+                                                             int(parsed.StrideW())),
+                "dilation": (int(parsed.DilationHFactor()), int(parsed.DilationWFactor())),
+                "multiplier": int(parsed.DepthMultiplier()),
+                "activation": int(parsed.FusedActivationFunction())}
+
     def name(self, t: int) -> str:
         return self.sg.Tensors(t).Name().decode("utf-8", "replace")
 
