@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
+    if args.refit_no_check and any(r.startswith("cv") for r in args.refit.split(",")):
+        p.error("--refit-no-check is the one-split refit's; the cv refit checks by its folds")
     hold = natural.make_set(args.eval_split, args.holdout_frames)
     if args.built:
         rows = [{**built_agreement(args.models, b, hold.frames, args.threads),

@@ -209,7 +209,7 @@ class Calibration:
             return int8_model, {"skipped": "the refit needs at least 2 calibration frames"}
         # int8-static's file and auto's full-int8 one are the same bytes: refit them once.
         key = (net, hashlib.sha256(int8_model).hexdigest(), settings.refit,
-               settings.refit_ridge)
+               settings.refit_ridge if settings.refit == "lsq" else None)  # cv takes no ridge
         if key not in self._refits:
             started = time.perf_counter()
             model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
