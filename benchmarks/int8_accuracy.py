@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                         "auto's confirmation split (what its promise is tested on)")
     p.add_argument("--in-sample", action="store_true",
                    help="calibrate the ranges and the refit on the measured frames "
-                        "themselves (a bound: no calibration set can do better for these "
-                        "methods on those frames)")
+                        "themselves (whether calibration content is the limit; not a strict "
+                        "bound, since the methods do not minimise the output error)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--int4", action="store_true",
                    help="instead: int4 (dynamic_wi4_afp32, channelwise) with each --weights "
@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 "holdout_sha256": hold.sha256, "machine": machine_info(), "rows": rows},
                 indent=2))
         return 0
-    # --in-sample: calibrate (ranges and refit) on the very frames measured, a bound on
-    # what any choice of calibration frames could give these methods.
+    # --in-sample: calibrate (ranges and refit) on the very frames measured: whether the
+    # calibration content is what limits these methods (docs/backends.md).
     cal = hold if args.in_sample else natural.make_set("calibration", args.calibration_frames)
     print(f"calibration {len(cal.frames)} frames ({cal.sha256[:12]}), {args.eval_split} "
           f"{len(hold.frames)} frames from {hold.images} ({hold.sha256[:12]})", file=sys.stderr)
