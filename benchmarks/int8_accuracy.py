@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the 1x1 convolutions with int8 inputs in the loop (e.g. 1e-3), or "
                         "cv: that refit with each op's ridge chosen by cross-validation (cv:R: "
                         "among the ridges up to R only); a cv one ending in +dw also refits "
-                        "the depthwise convolutions channel by channel (e.g. cv+dw)")
+                        "the depthwise convolutions channel by channel (e.g. cv+dw), and +gptq rounds "
+                        "each 1x1 fit's weights with the rounding error carried onto the "
+                        "inputs not yet rounded (e.g. cv+gptq)")
     p.add_argument("--refit-no-check", action="store_true",
                    help="fit on every calibration frame and keep every fit (the refit "
                         "normally keeps a fit only if it is better on the last quarter)")
@@ -228,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.refit_no_check and any(r.startswith("cv") for r in args.refit.split(",")):
         p.error("--refit-no-check is the one-split refit's; the cv refit checks by its folds")
+    for r in args.refit.split(","):
+        base, *extras = r.split("+")
+        if extras and not base.startswith("cv"):
+            p.error(f"--refit {r}: +dw and +gptq are the cv refit's")
+        if any(e not in ("dw", "gptq") for e in extras):
+            p.error(f"--refit {r}: a suffix is +dw or +gptq")
     hold = natural.make_set(args.eval_split, args.holdout_frames)
     if args.built:
         rows = [{**built_agreement(args.models, b, hold.frames, args.threads),
@@ -323,14 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                 if refit != "none":
                     some = cal.frames[:args.refit_frames]
                     cv = refit.startswith("cv")
-                    base, dw = (refit[:-3], True) if refit.endswith("+dw") else (refit, False)
+                    base, *extras = refit.split("+")
+                    dw = "dw" in extras
                     cv_max = float(base[3:]) if base.startswith("cv:") else np.inf
                     corrected, rrec = R.refit(
                         corrected, source, lambda: ([net_input(net, f)] for f in some),
                         threads=args.threads,
                         ridge=R.DEFAULT_RIDGE if cv else float(refit),
                         cv=cv, cv_ridges=[r for r in R.CV_RIDGES if r <= cv_max],
-                        depthwise=dw,
+                        depthwise=dw, rounding="gptq" if "gptq" in extras else "nearest",
                         samples=args.refit_samples,
                         check=not args.refit_no_check,
                         statistics_model=(T.one_item_variant(source) if net == "distortion"

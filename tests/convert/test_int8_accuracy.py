@@ -404,6 +404,10 @@ def test_cross_validated_refit_keeps_only_fits_that_beat_the_weights_across_fold
     data = record.as_dict()
     assert data["folds"] == 4 and "cross-validation" in data["method"]
     assert data["ridges_kept"] == {str(k): v for k, v in sorted(record.ridges.items())}
+    # The widest projection (1152 inputs) samples 4 positions per input and frame.
+    assert data["samples_per_frame"] == R.DEFAULT_SAMPLES
+    assert data["samples_per_frame_most"] == R.CV_SAMPLES_PER_INPUT * (1152 + 1)
+    assert data["rounding"] == "nearest"
     # Only the kept sites' weight and bias bytes change; one XNNPACK node, as before.
     g = TFLiteGraph(bytearray(int8_model))
     kept = {int(g.sg.Tensors(t).Buffer()) for s in sites if s.op_index in record.ridges
@@ -513,6 +517,37 @@ def test_channel_moments_give_each_depthwise_channels_error_and_fit():
     fitted = R._theta(whole.fit(old, 1e-6))
     assert np.abs(fitted[:, :-1] - true).max() < 0.03
     assert np.all(whole.error(whole.fit(old, 1e-3)) < 0.1 * whole.error(old))
+
+
+def test_gptq_rounding_keeps_the_grid_and_lowers_the_fits_error_on_correlated_inputs():
+    from uvq_int8.convert import refit as R
+
+    rng = np.random.default_rng(5)
+    # Correlated inputs, as activations are: rounding one weight can then be offset by its
+    # neighbours, which nearest rounding never does.
+    x = (rng.normal(size=(3000, 48)) @ rng.normal(size=(48, 48))).astype(np.float32)
+    y = (x @ (0.05 * rng.normal(size=(48, 8))) + 0.01 * rng.normal(size=(3000, 8)))
+    old = R._Weights(np.zeros((8, 48), np.int8), np.full(8, 0.01), np.zeros(8, np.int32),
+                     np.full(8, 0.002), 0.2)
+    m = R._Moments.of(x, y.astype(np.float16))
+    nearest, gptq = m.fit(old, 1e-3), m.fit(old, 1e-3, "gptq")
+    # The same per-channel scales and the same int8 grid; only the rounding differs.
+    assert np.array_equal(nearest.w_scale, gptq.w_scale)
+    assert np.array_equal(gptq.b_scale, old.s_in * gptq.w_scale)
+    assert gptq.q_w.dtype == np.int8 and np.abs(gptq.q_w.astype(int)).max() <= 127
+    assert not np.array_equal(nearest.q_w, gptq.q_w)
+    # Error above the unrounded fit's: GPTQ's is well under nearest rounding's.
+    gram = m.aa / m.n
+    lam = 1e-3 * float(np.mean(np.diag(gram)))
+    exact = np.linalg.solve(gram + lam * np.eye(49), m.ay / m.n + lam * R._theta(old).T).T
+    y16 = y.astype(np.float16).astype(np.float64)
+    residual = float(np.sum((np.hstack([x, np.ones((3000, 1))]) @ exact.T - y16) ** 2))
+    excess = {name: m.error(w) - residual for name, w in (("nearest", nearest), ("gptq", gptq))}
+    assert 0 < excess["gptq"] < 0.7 * excess["nearest"], excess
+    with pytest.raises(ValueError, match="unknown rounding"):
+        m.fit(old, 1e-3, "up")
+    with pytest.raises(ValueError, match="cross-validated refit"):
+        R.refit(b"", b"", lambda: [], rounding="gptq")
 
 
 def test_a_prefix_model_gives_the_whole_nets_tensors_bit_for_bit(content_files,

@@ -92,6 +92,10 @@ class RefitRecord:
     depthwise_kept: int = 0
     depthwise_channels: int = 0
     depthwise_channels_kept: int = 0
+    # The cross-validated refit samples at least CV_SAMPLES_PER_INPUT positions per input
+    # channel and frame: the most positions per frame that any op then took.
+    samples_per_frame_most: int = 0
+    rounding: str = "nearest"  # of the fitted weights (``rounding`` of ``refit``)
 
     def as_dict(self) -> dict:
         out = {"method": "least-squares refit of 1x1 convolutions, int8 inputs in the loop",
@@ -104,7 +108,9 @@ class RefitRecord:
             out.update(method="least-squares refit of 1x1 convolutions, int8 inputs in the "
                               "loop, ridge chosen per op by cross-validation over frames",
                        folds=self.folds, ridges_kept={str(k): v for k, v in
-                                                      sorted(self.ridges.items())})
+                                                      sorted(self.ridges.items())},
+                       samples_per_frame_most=self.samples_per_frame_most,
+                       rounding=self.rounding)
         if self.depthwise_ops:
             out.update(depthwise_ops=self.depthwise_ops, depthwise_kept=self.depthwise_kept,
                        depthwise_channels=self.depthwise_channels,
@@ -207,7 +213,7 @@ def refit(int8_model: bytes, float_model: bytes,
           progress: Callable[[str], None] | None = None,
           incremental: bool = True, cv: bool = False,
           cv_ridges: Sequence[float] = CV_RIDGES,
-          depthwise: bool = False) -> tuple[bytes, RefitRecord]:
+          depthwise: bool = False, rounding: str = "nearest") -> tuple[bytes, RefitRecord]:
     """The refitted ``int8_model``; ``inputs()`` yields each calibration frame's inputs.
 
     ``check=False`` fits on every frame and keeps every fit (what the check guards against;
@@ -228,12 +234,20 @@ def refit(int8_model: bytes, float_model: bytes,
     by channel: each channel's kh·kw weights and bias are a ridge fit of their own, its
     ridge chosen and its fit kept by the same cross-validation.
 
+    ``rounding="gptq"`` (with ``cv`` only) rounds each 1x1 fit's weights one input at a
+    time, carrying the rounding error onto the inputs not yet rounded
+    (``_hessian_rounded``); the cross-validation scores the fits so rounded.
+
     ``incremental=False`` reads each op's input from the net cut after it, run from the
     frames (slower; the same values, which a test checks), instead of carrying the frames
     along the net (``_Walk``).
     """
     if depthwise and not cv:
         raise ValueError("the depthwise refit is the cross-validated one's (cv=True)")
+    if rounding not in ("nearest", "gptq"):
+        raise ValueError(f"unknown rounding {rounding!r}: nearest or gptq")
+    if rounding != "nearest" and not cv:
+        raise ValueError("the gptq rounding is the cross-validated refit's (cv=True)")
     sites = refit_sites(int8_model, depthwise)
     if not sites:
         raise ValueError("no 1x1 convolution to refit")
@@ -271,7 +285,8 @@ def refit(int8_model: bytes, float_model: bytes,
         raise ValueError("refit needs at least 2 calibration frames (one to check on)")
     if cv:
         return _cross_validated(int8_model, sites, inputs, threads, incremental, chosen,
-                                targets, frames, samples, tuple(cv_ridges), progress)
+                                targets, frames, samples, tuple(cv_ridges), progress,
+                                rounding)
     # The last quarter of the frames (at least one) only checks each fit: a refit is kept
     # only where it beats the weights it replaces there. Contiguous, so that with natural
     # clips or videos the check frames are mostly other content than the fitted ones.
@@ -335,12 +350,18 @@ class _Moments:
         return float(self.yy - 2.0 * np.sum(theta * self.ay.T)
                      + np.sum((theta @ self.aa) * theta))
 
-    def fit(self, old: "_Weights", ridge: float) -> "_Weights":
-        """The ridge fit towards ``old`` on these samples, quantized as ``_solve`` does."""
+    def fit(self, old: "_Weights", ridge: float, rounding: str = "nearest") -> "_Weights":
+        """The ridge fit towards ``old`` on these samples, quantized as ``_solve`` does
+        (``rounding`` "nearest"), or with each weight's rounding error carried onto the
+        weights not yet rounded (``_hessian_rounded``, ``rounding`` "gptq")."""
         gram, rhs = self.aa / self.n, self.ay / self.n
         lam = ridge * float(np.mean(np.diag(gram)))
-        theta = np.linalg.solve(gram + lam * np.eye(len(gram)),
-                                rhs + lam * _theta(old).T).T
+        hessian = gram + lam * np.eye(len(gram))
+        theta = np.linalg.solve(hessian, rhs + lam * _theta(old).T).T
+        if rounding == "gptq":
+            return _hessian_rounded(theta, old, hessian)
+        if rounding != "nearest":
+            raise ValueError(f"unknown rounding {rounding!r}: nearest or gptq")
         return _quantized(theta, old)
 
 
@@ -362,7 +383,8 @@ def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
                      incremental: bool, chosen: dict[str, list[np.ndarray]],
                      targets: dict[str, list[np.ndarray]], frames: int, samples: int,
                      cv_ridges: tuple[float, ...],
-                     progress: Callable[[str], None] | None) -> tuple[bytes, RefitRecord]:
+                     progress: Callable[[str], None] | None,
+                     rounding: str = "nearest") -> tuple[bytes, RefitRecord]:
     """The cross-validated refit (``refit(cv=True)``), from the sampled float32 targets."""
     folds = _folds(frames, CV_FOLDS)
     data = bytearray(int8_model)
@@ -388,13 +410,14 @@ def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
         total = sum(per_fold[1:], per_fold[0])
         old = _weights(data, site)
         old_error = total.error(old)
-        scores = {r: sum(part.error((total - part).fit(old, r)) for part in per_fold)
+        scores = {r: sum(part.error((total - part).fit(old, r, rounding))
+                         for part in per_fold)
                   for r in cv_ridges}
         best = min(scores, key=lambda r: (scores[r], r))
         before.append(T.snr_db(total.yy, old_error))
         after.append(T.snr_db(total.yy, min(old_error, scores[best])))
         if scores[best] < old_error:
-            _write(data, site, total.fit(old, best))
+            _write(data, site, total.fit(old, best, rounding))
             ridges[site.op_index] = best
     return bytes(data), RefitRecord(len(before), len(ridges), frames, 0, samples, None,
                                     float(np.mean(before)) if before else float("nan"),
@@ -402,7 +425,10 @@ def _cross_validated(int8_model: bytes, sites: Sequence[RefitSite],
                                     folds=len(folds), ridges=ridges,
                                     depthwise_ops=depthwise[0], depthwise_kept=depthwise[1],
                                     depthwise_channels=depthwise[2],
-                                    depthwise_channels_kept=depthwise[3])
+                                    depthwise_channels_kept=depthwise[3],
+                                    samples_per_frame_most=max(
+                                        (_samples(s, samples) for s in sites), default=0),
+                                    rounding=rounding)
 
 
 @dataclass
@@ -609,6 +635,43 @@ def _quantized(theta: np.ndarray, old: _Weights) -> _Weights:
     info = np.iinfo(np.int32)
     return _Weights(np.clip(np.round(w / w_scale[:, None]), -127, 127).astype(np.int8), w_scale,
                     np.clip(np.round(b / b_scale), info.min, info.max).astype(np.int32),
+                    b_scale, old.s_in)
+
+
+def _hessian_rounded(theta: np.ndarray, old: _Weights, hessian: np.ndarray,
+                     block: int = 128) -> _Weights:
+    """[W b] quantized as ``_quantized`` does, but rounded one input at a time with the
+    error compensated on the inputs not yet rounded (GPTQ's order-k update).
+
+    The fit's objective is (θ − θ*) H (θ − θ*)ᵀ per output channel, with H the ridge
+    problem's matrix ``hessian`` over [x 1]. Rounding input i to the grid leaves an error
+    e_i; the best change of the later coefficients for it is −e_i U[i, i+1:] / U[i, i],
+    with U the upper Cholesky factor of H⁻¹. The scales stay those of nearest rounding (the
+    largest |w| of each row over 127), and the bias, last and at a far finer step, absorbs
+    what is left. Lazy updates by blocks of ``block`` inputs, as GPTQ does them."""
+    w_scale = np.maximum(np.abs(theta[:, :-1]).max(axis=1), 1e-12) / 127.0
+    try:
+        u = np.linalg.cholesky(np.linalg.inv(hessian)).T
+    except np.linalg.LinAlgError:
+        return _quantized(theta, old)
+    t = theta.copy()
+    k = t.shape[1] - 1
+    s = w_scale[:, None]
+    for start in range(0, k, block):
+        end = min(start + block, k)
+        errors = np.empty((len(t), end - start))
+        for i in range(start, end):
+            q = np.clip(np.round(t[:, i] / w_scale), -127, 127) * w_scale
+            e = (t[:, i] - q) / u[i, i]
+            t[:, i] = q
+            t[:, i + 1:end] -= np.outer(e, u[i, i + 1:end])
+            errors[:, i - start] = e
+        t[:, end:] -= errors @ u[start:end, end:]
+    q_w = np.clip(np.round(t[:, :-1] / s), -127, 127).astype(np.int8)
+    b_scale = old.s_in * w_scale
+    info = np.iinfo(np.int32)
+    return _Weights(q_w, w_scale,
+                    np.clip(np.round(t[:, -1] / b_scale), info.min, info.max).astype(np.int32),
                     b_scale, old.s_in)
 
 
