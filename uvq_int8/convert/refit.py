@@ -627,10 +627,13 @@ def _solve(x: np.ndarray, y: np.ndarray, old: _Weights, ridge: float) -> _Weight
     return _quantized(theta, old)
 
 
-def _quantized(theta: np.ndarray, old: _Weights) -> _Weights:
-    """[W b] quantized per output channel as the quantizer does, at ``old``'s input scale."""
+def _quantized(theta: np.ndarray, old: _Weights,
+               w_scale: np.ndarray | None = None) -> _Weights:
+    """[W b] quantized per output channel as the quantizer does, at ``old``'s input scale
+    (and at ``w_scale``, where given, instead of each row's largest |w| over 127)."""
     w, b = theta[:, :-1], theta[:, -1]
-    w_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
+    if w_scale is None:
+        w_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
     b_scale = old.s_in * w_scale
     info = np.iinfo(np.int32)
     return _Weights(np.clip(np.round(w / w_scale[:, None]), -127, 127).astype(np.int8), w_scale,
@@ -656,7 +659,6 @@ def _hessian_rounded(theta: np.ndarray, old: _Weights, hessian: np.ndarray,
         return _quantized(theta, old)
     t = theta.copy()
     k = t.shape[1] - 1
-    s = w_scale[:, None]
     for start in range(0, k, block):
         end = min(start + block, k)
         errors = np.empty((len(t), end - start))
@@ -667,12 +669,7 @@ def _hessian_rounded(theta: np.ndarray, old: _Weights, hessian: np.ndarray,
             t[:, i + 1:end] -= np.outer(e, u[i, i + 1:end])
             errors[:, i - start] = e
         t[:, end:] -= errors @ u[start:end, end:]
-    q_w = np.clip(np.round(t[:, :-1] / s), -127, 127).astype(np.int8)
-    b_scale = old.s_in * w_scale
-    info = np.iinfo(np.int32)
-    return _Weights(q_w, w_scale,
-                    np.clip(np.round(t[:, -1] / b_scale), info.min, info.max).astype(np.int32),
-                    b_scale, old.s_in)
+    return _quantized(t, old, w_scale)  # the weights are on the grid already
 
 
 def _write(data: bytearray, site: RefitSite, w: _Weights) -> None:
