@@ -3,6 +3,7 @@ manifest, rebuild rules, calibration videos, bias correction, a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -440,3 +441,39 @@ def test_a_full_disk_while_writing_models_is_one_line_and_loses_nothing(
     for name, data in after.items():
         if name != mf.MANIFEST_NAME:
             assert entries[name]["sha256"] == util.sha256_bytes(data), name
+
+
+def test_a_second_build_in_one_process_takes_the_calibration_the_first_computed(
+        build_all, tmp_path, monkeypatch, build_helpers):
+    """Same float32 files, same calibration frames: the ranges, tensor statistics and
+    refit come from the session build (none is computed again), and the file is the same;
+    after ``forget`` they are computed again."""
+    from uvq_int8.convert import calibration, refit
+
+    names = [f"{net}_net.tflite" for net in NETS]
+    out_dir = build_helpers.copy_subset(build_all.path, tmp_path / "models", names)
+    options = convert.BuildOptions(**{**build_all.options.__dict__, "out_dir": out_dir,
+                                      "backends": "int8-static"})
+
+    calls = []
+
+    def computed(*_args, **_kwargs):
+        calls.append(_args)
+        raise AssertionError("computed again")
+
+    for module, name in ((calibration, "calibrate_per_frame"),
+                         (calibration, "tensor_statistics"), (refit, "refit")):
+        monkeypatch.setattr(module, name, computed)
+    summary = convert.build(options)
+    assert summary.ok and calls == []
+    first = mf.load(build_all.path).files
+    for net in NETS:
+        name = f"{net}_net_int8_static.tflite"
+        assert mf.load(out_dir).files[name]["sha256"] == first[name]["sha256"], name
+    assert (summary.calibration["nets"]["distortion"]["refit"]
+            == build_all.summary.calibration["nets"]["distortion"]["refit"])
+    calibration.forget()
+    (out_dir / "content_net_int8_static.tflite").unlink()
+    with contextlib.suppress(Exception):
+        convert.build(options)
+    assert calls

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
@@ -94,6 +95,29 @@ def calibrate_per_frame(float_model: bytes, inputs: Iterable[Mapping[str, np.nda
     return FrameRanges(names, lo, hi)
 
 
+# Results that earlier builds in this process computed, for later builds from the same
+# files and frames (a second build of a directory, auto after int8-static): each is a pure
+# function of what its key names (``Calibration._key``). A few, the newest kept.
+_MEMO: "OrderedDict[tuple, tuple[object, dict]]" = OrderedDict()
+MEMO_SIZE = 32
+
+
+def remembered(key: tuple, compute: Callable[[], tuple[object, dict]]) -> tuple[object, dict]:
+    """``compute()``'s (result, record), or what it gave before for the same ``key``."""
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    _MEMO[key] = made = compute()
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return made
+
+
+def forget() -> None:
+    """Drop what earlier builds in this process left for later ones (``remembered``)."""
+    _MEMO.clear()
+
+
 class Calibration:
     """Each net's ``FrameRanges`` on the build's calibration frames, computed once; and, when
     the int8 settings need them, its tensor statistics and int8 bias correction."""
@@ -110,6 +134,18 @@ class Calibration:
         self.ranges: dict[str, FrameRanges] = {}
         self.statistics: dict[str, TensorStatistics] = {}
         self._refits: dict[tuple, tuple[bytes, dict]] = {}
+        self._frames_sha256: str | None = None
+
+    def _key(self, what: str, net: str, *models: bytes | None) -> tuple:
+        """What a result of ``net`` is computed from: the models' bytes, the calibration
+        frames' bytes and the interpreter threads (the memo's key, ``remembered``)."""
+        if self._frames_sha256 is None:
+            digest = hashlib.sha256()
+            for path in self.frames.calibration_store().paths:
+                digest.update(path.read_bytes())
+            self._frames_sha256 = digest.hexdigest()
+        return (what, net, self._frames_sha256, self.threads,
+                *(None if m is None else hashlib.sha256(m).hexdigest() for m in models))
 
     def _inputs(self, net: str, filename: str, what: str | None):
         """The calibration frames as ``net``'s inputs, again at each call of the result;
@@ -131,16 +167,22 @@ class Calibration:
 
         if net in self.ranges:
             return self.ranges[net]
-        signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
-        started = time.perf_counter()
-        inputs = self._inputs(net, filename, "calibrating")
-        ranges = calibrate_per_frame(float_model, ({signature_input: x[0]} for x in inputs()),
-                                     threads=self.threads)
-        self.frames.record_net(net, {
-            "frames": ranges.frames, "tensors": len(ranges.names),
-            "seconds": round(time.perf_counter() - started, 2),
-            # How much the ranges swing between frames: why the merge matters.
-            "range_spread_max": round(ranges.spread_max(), 3)})
+
+        def compute() -> tuple[FrameRanges, dict]:
+            signature_input = read_model_info(float_model).inputs[0].signature_name or "args_0"
+            started = time.perf_counter()
+            inputs = self._inputs(net, filename, "calibrating")
+            ranges = calibrate_per_frame(float_model,
+                                         ({signature_input: x[0]} for x in inputs()),
+                                         threads=self.threads)
+            return ranges, {
+                "frames": ranges.frames, "tensors": len(ranges.names),
+                "seconds": round(time.perf_counter() - started, 2),
+                # How much the ranges swing between frames: why the merge matters.
+                "range_spread_max": round(ranges.spread_max(), 3)}
+
+        ranges, record = remembered(self._key("ranges", net, float_model), compute)
+        self.frames.record_net(net, record)
         self.ranges[net] = ranges
         return ranges
 
@@ -148,13 +190,18 @@ class Calibration:
         """Histograms and convolution channel means of ``net``, computed once."""
         if net not in self.statistics:
             ranges = self(net, filename, float_model)
-            started = time.perf_counter()
-            stats = tensor_statistics(float_model, self._inputs(net, filename, "statistics"),
-                                      ranges, self.threads,
-                                      statistics_model=self.statistics_model(net))
-            self.frames.record_net(net, {"statistics_seconds":
-                                         round(time.perf_counter() - started, 2),
-                                         "statistics_runs": stats.runs})
+            one_item = self.statistics_model(net)
+
+            def compute() -> tuple[TensorStatistics, dict]:
+                started = time.perf_counter()
+                stats = tensor_statistics(float_model, self._inputs(net, filename, "statistics"),
+                                          ranges, self.threads, statistics_model=one_item)
+                return stats, {"statistics_seconds": round(time.perf_counter() - started, 2),
+                               "statistics_runs": stats.runs}
+
+            stats, record = remembered(self._key("statistics", net, float_model, one_item),
+                                       compute)
+            self.frames.record_net(net, record)
             self.statistics[net] = stats
         return self.statistics[net]
 
@@ -211,13 +258,19 @@ class Calibration:
         key = (net, hashlib.sha256(int8_model).hexdigest(), settings.refit,
                settings.refit_ridge if settings.refit == "lsq" else None)  # cv takes no ridge
         if key not in self._refits:
-            started = time.perf_counter()
-            model, record = R.refit(int8_model, float_model, self._inputs(net, filename, None),
-                                    threads=self.threads, ridge=settings.refit_ridge,
-                                    cv=settings.refit == "cv",
-                                    statistics_model=self.statistics_model(net), progress=say)
-            self._refits[key] = (model, {**record.as_dict(),
-                                         "seconds": round(time.perf_counter() - started, 1)})
+            one_item = self.statistics_model(net)
+
+            def compute() -> tuple[bytes, dict]:
+                started = time.perf_counter()
+                model, record = R.refit(int8_model, float_model,
+                                        self._inputs(net, filename, None), threads=self.threads,
+                                        ridge=settings.refit_ridge, cv=settings.refit == "cv",
+                                        statistics_model=one_item, progress=say)
+                return model, {**record.as_dict(),
+                               "seconds": round(time.perf_counter() - started, 1)}
+
+            self._refits[key] = remembered(
+                (*self._key("refit", net, int8_model, float_model, one_item), *key[2:]), compute)
         return self._refits[key]
 
 
