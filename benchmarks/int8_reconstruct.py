@@ -42,7 +42,6 @@ from uvq_int8.util import atomic_write_text, machine_info
 from int8_accuracy import net_input, output_agreement
 
 SIMULATED = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "LOGISTIC", "MEAN"}
-PASSED = {"QUANTIZE", "DEQUANTIZE"}
 
 
 def _options(g: TFLiteGraph, op: int, kind: str) -> dict:
@@ -113,20 +112,29 @@ class Simulation:
         self.ops: list[Op] = []
         self.input_name = g.name(int(g.sg.Inputs(0)))
         self.input_q = _quant(g, int(g.sg.Inputs(0)))
-        self.alias: dict[str, str] = {}
+        self.tail: str | None = None
+        tail_start = len(g.kinds)
         for i, kind in enumerate(g.kinds):
-            if kind in PASSED:
-                self.alias[g.name(g.outputs[i][0])] = g.name(g.inputs[i][0])
-                continue
             if kind not in SIMULATED:
-                raise SystemExit(f"op {i}: {kind} is not simulated")
+                # What follows (DistortionNet's max pool and patch tiling, with its
+                # requantizations) has no weights: the simulation ends before it, and
+                # blocks are matched up to there.
+                self.tail, tail_start = kind, i
+                break
             self.ops.append(Op(g, i, kind))
+        if not self.ops:
+            raise SystemExit(f"op 0: {g.kinds[0]} is not simulated")
         self.output_name = g.name(int(g.sg.Outputs(0)))
         self.tensor_index = {g.name(t): t for t in range(g.sg.TensorsLength())}
         self.log_scales: dict[str, object] = {}
+        # A tensor that an op beyond the simulation reads keeps its scale: MAX_POOL_2D,
+        # SLICE and CONCATENATION take their output's scale from their input.
+        tail_reads = {g.name(t) for i in range(tail_start, len(g.kinds))
+                      for t in g.inputs[i] if t >= 0}
         if learn_scales:
             for op in self.ops:
-                if op.out_q is not None and op.kind != "LOGISTIC":
+                if (op.out_q is not None and op.kind != "LOGISTIC"
+                        and op.output not in tail_reads):
                     self.log_scales[op.output] = torch.tensor(
                         float(np.log(op.out_q[0])), requires_grad=True)
         self.params: dict[int, tuple] = {}
@@ -137,8 +145,6 @@ class Simulation:
                 self.params[op.index] = (delta, shift)
 
     def name(self, n: str) -> str:
-        while n in self.alias:
-            n = self.alias[n]
         return n
 
     def fake(self, x, q: tuple[float, int] | None):
@@ -184,39 +190,9 @@ class Simulation:
         return w, b
 
     def run_op(self, op: Op, env: dict):
-        torch = self.torch
-        import torch.nn.functional as F
-
         xs = [env[self.name(n)] for n in op.inputs]
-        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            w, b = self.weights(op)
-            x = xs[0]
-            kh, kw = w.shape[2], w.shape[3]
-            (sh, sw), (dh, dw) = op.options["stride"], op.options["dilation"]
-            if op.options["same"]:
-                oh, ow = -(-x.shape[2] // sh), -(-x.shape[3] // sw)
-                ph = max((oh - 1) * sh + (kh - 1) * dh + 1 - x.shape[2], 0)
-                pw = max((ow - 1) * sw + (kw - 1) * dw + 1 - x.shape[3], 0)
-                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-            groups = x.shape[1] if op.kind == "DEPTHWISE_CONV_2D" else 1
-            y = F.conv2d(x, w, b, stride=(sh, sw), dilation=(dh, dw), groups=groups)
-            act = op.options["activation"]
-            if act == 1:
-                y = torch.relu(y)
-            elif act == 3:
-                y = torch.clamp(y, 0, 6)
-            elif act != 0:
-                raise SystemExit(f"op {op.index}: fused activation {act} is not simulated")
-        elif op.kind == "ADD":
-            y = xs[0] + xs[1]
-        elif op.kind == "MUL":
-            y = xs[0] * xs[1]
-        elif op.kind == "LOGISTIC":
-            y = torch.sigmoid(xs[0])
-        else:  # MEAN over NHWC axes
-            nchw = {0: 0, 1: 2, 2: 3, 3: 1}
-            y = xs[0].mean(dim=[nchw[a] for a in op.axes], keepdim=True)
-        return self.fake_out(op, y)
+        weights = self.weights(op) if op.weight is not None else (None, None)
+        return self.fake_out(op, compute(op.kind, xs, op.options, *weights, op.axes))
 
     def run(self, env: dict, ops: list[Op]) -> dict:
         for op in ops:
@@ -271,7 +247,7 @@ class FloatNet:
         self.ops = []
         for i, kind in enumerate(g.kinds):
             if kind not in SIMULATED:
-                raise SystemExit(f"float op {i}: {kind} is not simulated")
+                break
             ins = [t for t in g.inputs[i] if t >= 0]
             w = b = None
             if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -284,11 +260,13 @@ class FloatNet:
             self.ops.append((kind, ins, g.outputs[i][0], _options(g, i, kind), w, b, axes))
 
 
-def _float_op(net: FloatNet, op, xs):
+def compute(kind: str, xs, options: dict, w, b, axes):
+    """One op in float on NCHW tensors: a convolution with TFLite's SAME padding (the
+    lesser half before) and fused activation, or an elementwise op, or a MEAN over NHWC
+    ``axes``."""
     import torch
     import torch.nn.functional as F
 
-    kind, ins, out, options, w, b, axes = op
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         x = xs[0]
         kh, kw = w.shape[2], w.shape[3]
@@ -300,10 +278,13 @@ def _float_op(net: FloatNet, op, xs):
             x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         groups = x.shape[1] if kind == "DEPTHWISE_CONV_2D" else 1
         y = F.conv2d(x, w, b, stride=(sh, sw), dilation=(dh, dw), groups=groups)
-        if options["activation"] == 1:
-            y = torch.relu(y)
-        elif options["activation"] == 3:
-            y = torch.clamp(y, 0, 6)
+        act = options["activation"]
+        if act == 1:
+            return torch.relu(y)
+        if act == 3:
+            return torch.clamp(y, 0, 6)
+        if act != 0:
+            raise SystemExit(f"fused activation {act} is not simulated")
         return y
     if kind == "ADD":
         return xs[0] + xs[1]
@@ -429,11 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         for kind, ins, out, *rest in ref.ops[lo:hi]:
             xs = [env[fnames[ref.g.name(t)]] for t in ins
                   if not ref.g.is_constant(t)]
-            env[fnames[ref.g.name(out)]] = _float_op(ref, (kind, ins, out, *rest), xs)
+            options, w, b, axes = rest
+            env[fnames[ref.g.name(out)]] = compute(kind, xs, options, w, b, axes)
         return env
 
-    cuts_int8 = T.single_cuts(float_model)
-    cuts = {p: fnames[name] for p, name in cuts_int8.items()}
+    float_cuts = T.single_cuts(float_model)
+    cuts = {p: fnames[name] for p, name in float_cuts.items() if p < len(sim.ops)}
     cuts[0] = sim.name(sim.input_name)
     parts = blocks(sim, cuts)
     cals = [natural.make_set(s, args.frames) for s in splits]
@@ -469,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             if scales:
                 groups.append({"params": scales, "lr": args.scale_lr})
             opt = torch.optim.Adam(groups)
-            start_scales = [float(t) for t in scales]
+            start_scales = [float(t.detach()) for t in scales]
             for it in range(args.iterations):
                 pick = torch.randint(0, n, (min(args.batch, n),))
                 x = xq[pick]
@@ -499,16 +481,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     model = sim.write()
     after = output_agreement(args.net, float_model, model, hold.frames, args.threads)
-    # How closely the simulation mirrors the int8 kernels: its output against the file's.
+    # How closely the simulation mirrors the int8 kernels: its output against the file's
+    # (where it simulates the whole net).
     from uvq_int8 import runtime
     import tempfile
+    sums = None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.tflite"
         path.write_bytes(model)
         runner = runtime.NetRunner(args.net, path, args.threads)
-        sums = T.PairSums()
         with torch.no_grad():
-            for f in hold.frames[:4]:
+            sums = T.PairSums() if sim.tail is None else None
+            for f in hold.frames[:4] if sums is not None else ():
                 x = net_input(args.net, f)
                 s = sim.run({sim.name(sim.input_name): sim.nhwc_in(x)}, sim.ops)
                 y = s[sim.name(sim.output_name)].permute(0, 2, 3, 1).numpy()
@@ -519,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
               "batch": args.batch, "lr": args.lr, "scale_lr": args.scale_lr, "drop": args.drop, "seed": args.seed,
               "snr_db_before": before[0], "cosine_before": before[1],
               "snr_db_after": after[0], "cosine_after": after[1],
-              "simulation_vs_file_snr_db": round(sums.snr_db, 2),
+              "simulation_vs_file_snr_db": None if sums is None else round(sums.snr_db, 2),
+              "simulated_ops": len(sim.ops), "not_simulated_from": sim.tail,
               "seconds": round(time.perf_counter() - started, 1),
               "machine": machine_info(), "blocks": rows}
     print(json.dumps({k: v for k, v in result.items() if k not in ("blocks", "machine")}))
