@@ -320,6 +320,17 @@ def blocks(sim: Simulation, cuts: dict[int, str]) -> list[tuple[int, int, str, s
     return out
 
 
+def delegate_nodes(model: bytes) -> int:
+    """The XNNPACK nodes LiteRT makes of ``model`` (one for a plain full-integer file)."""
+    from uvq_int8.runtime.interpreter import interpreter_class
+    from uvq_int8.util import quiet_fd2
+
+    with quiet_fd2():
+        interp = interpreter_class()(model_content=bytes(model), num_threads=1)
+        interp.allocate_tensors()
+    return sum(1 for op in interp._get_ops_details() if op["op_name"] == "DELEGATE")
+
+
 def check_ops(sim: Simulation, net: str, frame: np.ndarray, threads: int) -> dict:
     """Each simulated op fed the int8 file's own inputs (LiteRT, every tensor kept) against
     the file's output of that op: the worst SNR in dB, and how many ops agree to within
@@ -505,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
               "snr_db_after": after[0], "cosine_after": after[1],
               "simulation_vs_file_snr_db": None if sums is None else round(sums.snr_db, 2),
               "simulated_ops": len(sim.ops), "not_simulated_from": sim.tail,
+              "delegate_nodes": delegate_nodes(model),
               "seconds": round(time.perf_counter() - started, 1),
               "machine": machine_info(), "blocks": rows}
     print(json.dumps({k: v for k, v in result.items() if k not in ("blocks", "machine")}))
