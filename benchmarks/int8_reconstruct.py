@@ -66,6 +66,11 @@ def _quant(g: TFLiteGraph, t: int) -> tuple[np.ndarray, np.ndarray] | None:
             np.asarray(q.ZeroPointAsNumpy(), np.int64))
 
 
+def _axes(g: TFLiteGraph, t: int) -> list[int]:
+    """A MEAN op's constant axes tensor."""
+    return [int(a) for a in buffer_view(g.data, g.m, int(g.sg.Tensors(t).Buffer()))]
+
+
 class Op:
     """One simulated op: kind, tensor names in and out, options, and for convolutions the
     int8 weights, their per-channel scales and the int32 bias (buffers of the int8 file)."""
@@ -82,8 +87,7 @@ class Op:
         self.axes = None
         self.weight = self.bias = None
         if kind == "MEAN":
-            self.axes = [int(a) for a in buffer_view(g.data, g.m,
-                                                     int(g.sg.Tensors(ins[1]).Buffer()))]
+            self.axes = _axes(g, ins[1])
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             wt, bt = g.sg.Tensors(ins[1]), g.sg.Tensors(ins[2])
             if wt.Type() != INT8 or bt.Type() != INT32:
@@ -144,9 +148,6 @@ class Simulation:
                 shift = torch.zeros(op.q_b.shape, dtype=torch.float32, requires_grad=True)
                 self.params[op.index] = (delta, shift)
 
-    def name(self, n: str) -> str:
-        return n
-
     def fake(self, x, q: tuple[float, int] | None):
         if q is None:
             return x
@@ -157,7 +158,6 @@ class Simulation:
 
     def scale(self, name: str) -> float:
         """A tensor's scale as it stands (learned, or the file's)."""
-        name = self.name(name)
         if name in self.log_scales:
             return float(np.exp(float(self.log_scales[name])))
         return float(_quant(self.graph, self.tensor_index[name])[0][0])
@@ -190,7 +190,7 @@ class Simulation:
         return w, b
 
     def run_op(self, op: Op, env: dict):
-        xs = [env[self.name(n)] for n in op.inputs]
+        xs = [env[n] for n in op.inputs]
         weights = self.weights(op) if op.weight is not None else (None, None)
         return self.fake_out(op, compute(op.kind, xs, op.options, *weights, op.axes))
 
@@ -241,7 +241,6 @@ class FloatNet:
     def __init__(self, float_model: bytes) -> None:
         import torch
 
-        self.torch = torch
         g = TFLiteGraph(bytearray(float_model))
         self.g = g
         self.ops = []
@@ -254,9 +253,7 @@ class FloatNet:
                 w = torch.from_numpy(g.float_view(ins[1]).copy())
                 w = w.permute(0, 3, 1, 2) if kind == "CONV_2D" else w.permute(3, 0, 1, 2)
                 b = torch.from_numpy(g.float_view(ins[2]).copy())
-            axes = None
-            if kind == "MEAN":
-                axes = [int(a) for a in buffer_view(g.data, g.m, int(g.sg.Tensors(ins[1]).Buffer()))]
+            axes = _axes(g, ins[1]) if kind == "MEAN" else None
             self.ops.append((kind, ins, g.outputs[i][0], _options(g, i, kind), w, b, axes))
 
 
@@ -341,12 +338,12 @@ def check_ops(sim: Simulation, net: str, frame: np.ndarray, threads: int) -> dic
     probe = T.TensorProbe(sim.data, threads, keep_all=True)
     probe.run(x)
     tensors = {o.name: a for o, a in probe.outputs()}
-    tensors[sim.name(sim.input_name)] = probe.tensor(int(sim.graph.sg.Inputs(0)))
+    tensors[sim.input_name] = probe.tensor(int(sim.graph.sg.Inputs(0)))
     worst, within = float("inf"), 0
     with torch.no_grad():
         for op in sim.ops:
-            env = {sim.name(n): torch.from_numpy(np.ascontiguousarray(
-                tensors[sim.name(n)])).permute(0, 3, 1, 2) for n in op.inputs}
+            env = {n: torch.from_numpy(np.ascontiguousarray(
+                tensors[n])).permute(0, 3, 1, 2) for n in op.inputs}
             y = sim.run_op(op, env).permute(0, 2, 3, 1).numpy()
             a = tensors[op.output]
             y = y.reshape(a.shape)
@@ -399,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    float_model = (args.models / f"{args.net}_net.tflite").read_bytes()
     int8_path = args.int8 or args.models / f"{args.net}_net_int8_static.tflite"
+    for path in (args.models / f"{args.net}_net.tflite", int8_path):
+        if not path.is_file():
+            p.error(f"{path} does not exist (build float32,int8-static into --models)")
+    float_model = (args.models / f"{args.net}_net.tflite").read_bytes()
     int8_model = int8_path.read_bytes()
     started = time.perf_counter()
     sim = Simulation(int8_model, learn_scales=args.scale_lr > 0)
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             k != o.kind for (k, *_), o in zip(ref.ops, sim.ops)):
         raise SystemExit("the float32 and int8 files' ops differ")
     fnames = {ref.g.name(op[2]): sim.ops[i].output for i, op in enumerate(ref.ops)}
-    fnames[ref.g.name(int(ref.g.sg.Inputs(0)))] = sim.name(sim.input_name)
+    fnames[ref.g.name(int(ref.g.sg.Inputs(0)))] = sim.input_name
 
     def float_run(env: dict, lo: int, hi: int) -> dict:
         for kind, ins, out, *rest in ref.ops[lo:hi]:
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     float_cuts = T.single_cuts(float_model)
     cuts = {p: fnames[name] for p, name in float_cuts.items() if p < len(sim.ops)}
-    cuts[0] = sim.name(sim.input_name)
+    cuts[0] = sim.input_name
     parts = blocks(sim, cuts)
     cals = [natural.make_set(s, args.frames) for s in splits]
     xs = [net_input(args.net, f) for cal in cals for f in cal.frames]
@@ -505,13 +505,15 @@ def main(argv: list[str] | None = None) -> int:
             sums = T.PairSums() if sim.tail is None else None
             for f in hold.frames[:4] if sums is not None else ():
                 x = net_input(args.net, f)
-                s = sim.run({sim.name(sim.input_name): sim.nhwc_in(x)}, sim.ops)
-                y = s[sim.name(sim.output_name)].permute(0, 2, 3, 1).numpy()
-                sums.add(runner.run(x)[0], y.reshape(runner.run(x)[0].shape))
+                s = sim.run({sim.input_name: sim.nhwc_in(x)}, sim.ops)
+                y = s[sim.output_name].permute(0, 2, 3, 1).numpy()
+                out = runner.run(x)[0]
+                sums.add(out, y.reshape(out.shape))
     result = {"net": args.net, "models": str(args.models), "int8": str(int8_path),
               "eval_split": args.eval_split, "eval_frames": len(hold.frames),
-              "calibration_splits": splits, "calibration_frames": len(xs), "iterations": args.iterations,
-              "batch": args.batch, "lr": args.lr, "scale_lr": args.scale_lr, "drop": args.drop, "seed": args.seed,
+              "calibration_splits": splits, "calibration_frames": len(xs),
+              "iterations": args.iterations, "batch": args.batch, "lr": args.lr,
+              "scale_lr": args.scale_lr, "drop": args.drop, "seed": args.seed,
               "snr_db_before": before[0], "cosine_before": before[1],
               "snr_db_after": after[0], "cosine_after": after[1],
               "simulation_vs_file_snr_db": None if sums is None else round(sums.snr_db, 2),
